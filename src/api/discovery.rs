@@ -1,0 +1,44 @@
+//! Discovery endpoints (RFC 7644 §4): `/ServiceProviderConfig`, `/Schemas`, `/ResourceTypes`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::Value;
+
+use super::{base_url, scim_response, ApiError, AppState};
+use crate::scim::list::list_response;
+use crate::scim::schema;
+use crate::scim::ScimError;
+
+pub async fn service_provider_config(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let base = base_url(&state, &headers);
+    let body = schema::service_provider_config(&base, state.config.scim.max_page_size, state.config.http.max_body_bytes);
+    scim_response(StatusCode::OK, &body)
+}
+
+pub async fn schemas(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let docs = schema::schema_documents(&base_url(&state, &headers));
+    scim_response(StatusCode::OK, &list_response(docs.len(), 1, docs))
+}
+
+pub async fn schema(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    find(schema::schema_documents(&base_url(&state, &headers)), &id, "schema")
+}
+
+pub async fn resource_types(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let docs = schema::resource_type_documents(&base_url(&state, &headers));
+    scim_response(StatusCode::OK, &list_response(docs.len(), 1, docs))
+}
+
+pub async fn resource_type(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    find(schema::resource_type_documents(&base_url(&state, &headers)), &id, "resource type")
+}
+
+fn find(docs: Vec<Value>, id: &str, what: &str) -> Result<Response, ApiError> {
+    docs.into_iter()
+        .find(|d| d["id"].as_str() == Some(id))
+        .map(|d| scim_response(StatusCode::OK, &d))
+        .ok_or_else(|| ApiError(ScimError::NotFound(format!("no {what} {id:?}"))))
+}

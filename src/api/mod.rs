@@ -1,0 +1,326 @@
+//! HTTP API: the SCIM endpoints under `/scim/v2`, `/health` and `/metrics` (axum).
+//!
+//! This layer owns authentication (bearer token → tenant), load shedding, the SCIM error mapping
+//! and content types; SCIM semantics live in `scim` and persistence in `store`. [`app`] builds the
+//! router from state, so tests can drive it without a socket.
+
+mod discovery;
+pub mod metrics;
+mod resources;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::scim::ScimError;
+use crate::store::{Store, StoreError};
+
+/// The SCIM media type (RFC 7644 §3.1).
+pub const SCIM_JSON: &str = "application/scim+json";
+
+/// Shared state of one region's HTTP API.
+pub struct AppState {
+    /// The region's store.
+    pub store: Arc<Store>,
+    /// The region's configuration (limits, public URL).
+    pub config: Config,
+    /// Accepted tokens: hex SHA-256 → tenant.
+    pub tokens: HashMap<String, String>,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
+    /// SCIM requests in flight, for load shedding.
+    in_flight: AtomicUsize,
+}
+
+impl AppState {
+    /// State for a store and config; `tokens` maps token hashes to tenants.
+    pub fn new(store: Arc<Store>, config: Config, tokens: HashMap<String, String>) -> AppState {
+        AppState {
+            store,
+            config,
+            tokens,
+            metrics: metrics::Metrics::default(),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The hex SHA-256 of a token: the only form in which tokens are stored.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The router of one region.
+pub fn app(state: Arc<AppState>) -> Router {
+    let scim = Router::new()
+        .route("/Users", get(resources::list_users).post(resources::create_user).fallback(not_allowed))
+        .route("/Users/.search", post(resources::search_users).fallback(not_allowed))
+        .route(
+            "/Users/{id}",
+            get(resources::get_user)
+                .put(resources::replace_user)
+                .patch(resources::patch_user)
+                .delete(resources::delete_user)
+                .fallback(not_allowed),
+        )
+        .route("/Groups", get(resources::list_groups).post(resources::create_group).fallback(not_allowed))
+        .route("/Groups/.search", post(resources::search_groups).fallback(not_allowed))
+        .route(
+            "/Groups/{id}",
+            get(resources::get_group)
+                .put(resources::replace_group)
+                .patch(resources::patch_group)
+                .delete(resources::delete_group)
+                .fallback(not_allowed),
+        )
+        .route("/.search", post(resources::search_all).fallback(not_allowed))
+        .route("/ServiceProviderConfig", get(discovery::service_provider_config).fallback(not_allowed))
+        .route("/Schemas", get(discovery::schemas).fallback(not_allowed))
+        .route("/Schemas/{id}", get(discovery::schema).fallback(not_allowed))
+        .route("/ResourceTypes", get(discovery::resource_types).fallback(not_allowed))
+        .route("/ResourceTypes/{id}", get(discovery::resource_type).fallback(not_allowed))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load));
+    Router::new()
+        .nest("/scim/v2", scim)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+/// Any SCIM error as an HTTP response with the SCIM error body.
+pub struct ApiError(pub ScimError);
+
+impl From<ScimError> for ApiError {
+    fn from(e: ScimError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(match e {
+            StoreError::NotFound(id) => ScimError::NotFound(format!("resource {id} not found")),
+            StoreError::PreconditionFailed { current } => ScimError::PreconditionFailed(format!(
+                "If-Match does not match the current version {current}"
+            )),
+            StoreError::Scim(e) => e,
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                ScimError::Unavailable("storage is unavailable; retry later".into())
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = scim_response(status, &self.0.to_json());
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A SCIM JSON response.
+pub fn scim_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError(ScimError::NotFound("no such endpoint".into()))
+}
+
+async fn not_allowed() -> ApiError {
+    ApiError(ScimError::MethodNotAllowed("this endpoint does not support this method".into()))
+}
+
+/// The tenant a request acts for, set by [`authenticate`].
+#[derive(Clone, Debug)]
+pub struct Tenant(pub String);
+
+/// Bearer token → tenant; 401 otherwise.
+async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+        });
+    let Some(token) = token else {
+        return ApiError(ScimError::Unauthorized("a bearer token is required".into())).into_response();
+    };
+    let Some(tenant) = state.tokens.get(&token_hash(&token)) else {
+        return ApiError(ScimError::Unauthorized("unknown bearer token".into())).into_response();
+    };
+    request.extensions_mut().insert(Tenant(tenant.clone()));
+    next.run(request).await
+}
+
+/// Bounded concurrency: beyond `http.max_in_flight` SCIM requests, answer 503 at once.
+async fn shed_load(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let max = state.config.http.max_in_flight;
+    if state.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.shed.inc();
+        let mut response = ApiError(ScimError::Unavailable(format!(
+            "overloaded: {max} requests in flight; retry later"
+        )))
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&state.config.http.retry_after_secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    struct Guard<'a>(&'a AppState);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.0.metrics.in_flight.dec();
+        }
+    }
+    state.metrics.in_flight.inc();
+    let _guard = Guard(&state);
+    next.run(request).await
+}
+
+async fn record_metrics(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.latency.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&metrics::RequestLabels { route, method, status: response.status().as_u16() })
+        .inc();
+    response
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// 200 only when a real RocksDB write and read succeed; the JSON says why otherwise.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.store.clone();
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::task::spawn_blocking(move || store.probe()),
+    )
+    .await;
+    let storage = match probe {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("storage probe failed: {e}")),
+        Ok(Err(e)) => Err(format!("storage probe crashed: {e}")),
+        Err(_) => Err("storage probe timed out after 2 s".to_string()),
+    };
+    let (status, body) = match storage {
+        Ok(()) => (
+            StatusCode::OK,
+            json!({"status": "ok", "region": state.store.region(), "checks": {"api": "ok", "storage": "ok"}}),
+        ),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "region": state.store.region(),
+                   "checks": {"api": "ok", "storage": reason.clone()}, "reasons": [reason]}),
+        ),
+    };
+    let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A JSON request body, limited in size; malformed JSON is SCIM `invalidSyntax`, an oversized
+/// body is 413, a non-JSON content type is 415.
+pub struct ScimJson(pub Value);
+
+impl FromRequest<Arc<AppState>> for ScimJson {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request<Body>, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            if !ct.is_empty() && !ct.contains("json") {
+                return Err(ScimError::UnsupportedMediaType(format!(
+                    "content type {ct:?} is not supported; send {SCIM_JSON}"
+                ))
+                .into());
+            }
+        }
+        let limit = state.config.http.max_body_bytes;
+        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
+            ApiError(ScimError::PayloadTooLarge(format!(
+                "the request body exceeds http.max_body_bytes ({limit} bytes)"
+            )))
+        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError(ScimError::InvalidSyntax(format!("the body is not valid JSON: {e}"))))?;
+        Ok(ScimJson(value))
+    }
+}
+
+/// The absolute SCIM base URL for responses (`meta.location`, `$ref`): `public_url` when set,
+/// else the `Host` the client used.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return format!("{url}/scim/v2");
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.http.listen.to_string());
+    format!("http://{host}/scim/v2")
+}
+
+/// Run blocking store work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "store task failed");
+            Err(ApiError(ScimError::Internal("the request failed unexpectedly; nothing was written".into())))
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Region configuration: one TOML file per region, then environment overrides, then `validate()`.
+//!
+//! Every key has a default except `region` and `data_dir`, and every key can be overridden by an
+//! environment variable: `GEOSCIM_` followed by the key path in upper case, with `__` between a
+//! table and its key (`GEOSCIM_DATA_DIR`, `GEOSCIM_HTTP__LISTEN`, `GEOSCIM_SCIM__MAX_PAGE_SIZE`).
+//! The value is read as a TOML value when it parses as one (`true`, `1000`,
+//! `[{tenant="a", sha256="…"}]`) and as a plain string otherwise (`127.0.0.1:0`). Unknown keys are
+//! errors that name the key, in the file and in the environment alike.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "GEOSCIM_";
+
+/// Errors loading or validating a config. Each names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key, wrong type).
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// A key has a value that parses but breaks a rule.
+    #[error("invalid config key `{key}`: {rule}")]
+    Invalid { key: &'static str, rule: String },
+}
+
+/// One region's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This region's name: its identity in the cluster, its Automerge actor and its log origin.
+    pub region: String,
+    /// RocksDB directory. Relative paths are relative to the working directory.
+    pub data_dir: PathBuf,
+    /// Absolute base URL clients use (the geo-routed name), without `/scim/v2`. When unset,
+    /// `meta.location` is built from the request's `Host` header.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// HTTP listener and its limits.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Limits on SCIM requests.
+    #[serde(default)]
+    pub scim: ScimConfig,
+    /// Storage tuning.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Bearer tokens, stored only as SHA-256 hashes. See `geoscim token create`.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to bind; port 0 binds a free port (printed once bound).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger bodies get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// SCIM requests handled at once; beyond it requests get 503 + `Retry-After` at once, so
+    /// admitted requests keep a bounded latency instead of queueing without bound.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Seconds sent in `Retry-After` with a 503.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u64,
+}
+
+/// Limits on SCIM requests (all of them appear in `/ServiceProviderConfig` where SCIM has a slot).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimConfig {
+    /// Longest filter accepted, in bytes.
+    #[serde(default = "default_max_filter_len")]
+    pub max_filter_len: usize,
+    /// Deepest filter nesting accepted.
+    #[serde(default = "default_max_filter_depth")]
+    pub max_filter_depth: usize,
+    /// Page size when a list request has no `count`.
+    #[serde(default = "default_page_size")]
+    pub default_page_size: usize,
+    /// Largest page served (`filter.maxResults`); larger `count`s are capped.
+    #[serde(default = "default_max_page_size")]
+    pub max_page_size: usize,
+    /// Most operations in one PATCH request (Okta sends up to 1,000 member changes).
+    #[serde(default = "default_max_patch_ops")]
+    pub max_patch_ops: usize,
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Sync the WAL before answering a write. Only tests of throughput ceilings turn this off.
+    #[serde(default = "default_true")]
+    pub sync_writes: bool,
+    /// Automerge documents kept loaded (each costs ~18 KB of heap).
+    #[serde(default = "default_doc_cache")]
+    pub doc_cache_size: usize,
+}
+
+/// One accepted bearer token, as the hex SHA-256 of the token text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The tenant this token acts for.
+    pub tenant: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_retry_after_secs() -> u64 {
+    1
+}
+fn default_max_filter_len() -> usize {
+    4096
+}
+fn default_max_filter_depth() -> usize {
+    32
+}
+fn default_page_size() -> usize {
+    100
+}
+fn default_max_page_size() -> usize {
+    1000
+}
+fn default_max_patch_ops() -> usize {
+    1000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_doc_cache() -> usize {
+    10_000
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            max_in_flight: default_max_in_flight(),
+            retry_after_secs: default_retry_after_secs(),
+        }
+    }
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        ScimConfig {
+            max_filter_len: default_max_filter_len(),
+            max_filter_depth: default_max_filter_depth(),
+            default_page_size: default_page_size(),
+            max_page_size: default_max_page_size(),
+            max_patch_ops: default_max_patch_ops(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            sync_writes: true,
+            doc_cache_size: default_doc_cache(),
+        }
+    }
+}
+
+/// Top-level keys, used to tell our environment variables from unrelated `GEOSCIM_*` ones.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "region",
+    "data_dir",
+    "public_url",
+    "http",
+    "scim",
+    "storage",
+    "tokens",
+];
+
+impl Config {
+    /// Load `path`, apply overrides from `env` (pairs of name and value), then validate.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string(), env)
+    }
+
+    /// Parse TOML text (named `origin` in errors), apply environment overrides, validate.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        apply_env(&mut table, env);
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: format!("{origin} (after environment overrides)"),
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check the rules that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, rule: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                rule: rule.to_string(),
+            })
+        };
+        if !crate::ids::is_valid_name(&self.region) {
+            return invalid("region", "must be 1-63 characters of a-z, 0-9, '-' and '_'");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+                return invalid(
+                    "public_url",
+                    "must be an absolute http(s) URL without a trailing '/'",
+                );
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return invalid("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.max_in_flight == 0 {
+            return invalid("http.max_in_flight", "must be at least 1");
+        }
+        if self.scim.max_filter_len == 0 || self.scim.max_filter_depth == 0 {
+            return invalid(
+                "scim.max_filter_len",
+                "filter limits (max_filter_len, max_filter_depth) must be at least 1",
+            );
+        }
+        if self.scim.max_page_size == 0 {
+            return invalid("scim.max_page_size", "must be at least 1");
+        }
+        if self.scim.default_page_size > self.scim.max_page_size {
+            return invalid("scim.default_page_size", "must not exceed scim.max_page_size");
+        }
+        if self.scim.max_patch_ops == 0 {
+            return invalid("scim.max_patch_ops", "must be at least 1");
+        }
+        if self.storage.doc_cache_size == 0 {
+            return invalid("storage.doc_cache_size", "must be at least 1");
+        }
+        for token in &self.tokens {
+            if !crate::ids::is_valid_name(&token.tenant) {
+                return invalid(
+                    "tokens.tenant",
+                    "must be 1-63 characters of a-z, 0-9, '-' and '_'",
+                );
+            }
+            let hex_ok =
+                token.sha256.len() == 64 && token.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_ok {
+                return invalid("tokens.sha256", "must be 64 hex digits (a SHA-256)");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Apply `GEOSCIM_*` overrides to the parsed table.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+            continue;
+        }
+        let value = parse_env_value(&raw);
+        let mut node = &mut *table;
+        for key in &path[..path.len() - 1] {
+            let entry = node
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            node = entry.as_table_mut().expect("just made a table");
+        }
+        node.insert(path[path.len() - 1].clone(), value);
+    }
+}
+
+/// A TOML value when the text is one, else the text as a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_region_and_data_dir() {
+        let c = Config::from_toml("region = \"a\"\ndata_dir = \"d\"", "t", []).unwrap();
+        assert_eq!(c.http.listen, default_listen());
+        assert_eq!(c.scim.max_page_size, 1000);
+        assert!(c.storage.sync_writes);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_and_parses_toml_values() {
+        let c = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"",
+            "t",
+            env(&[
+                ("GEOSCIM_DATA_DIR", "/tmp/x"),
+                ("GEOSCIM_HTTP__LISTEN", "127.0.0.1:0"),
+                ("GEOSCIM_SCIM__MAX_PAGE_SIZE", "50"),
+                ("GEOSCIM_SCIM__DEFAULT_PAGE_SIZE", "10"),
+                ("GEOSCIM_TOKENS", &format!("[{{tenant=\"t1\", sha256=\"{}\"}}]", "a".repeat(64))),
+                ("GEOSCIM_UNRELATED_THING", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.http.listen.port(), 0);
+        assert_eq!(c.scim.max_page_size, 50);
+        assert_eq!(c.tokens[0].tenant, "t1");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = Config::from_toml("region = \"a\"\ndata_dir = \"d\"\nlisten = 1", "t", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"",
+            "t",
+            env(&[("GEOSCIM_HTTP__LISTN", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let err = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"\n[scim]\ndefault_page_size = 5000",
+            "t",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("scim.default_page_size"), "{err}");
+        let err = Config::from_toml("region = \"A B\"\ndata_dir = \"d\"", "t", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`region`"), "{err}");
+    }
+}

@@ -1,0 +1,25 @@
+//! geoscim: an active-active, multi-region SCIM 2.0 service provider.
+//!
+//! # Layout
+//! - `ids`: tenant, region and resource ids; normalisation of unique values; the deterministic
+//!   user ids that make replayed POSTs land on one document. Imports nothing of ours.
+//! - `config`: the region file (TOML), `GEOSCIM_*` environment overrides, `validate()`.
+//! - `scim`: the pure SCIM core: schemas and discovery documents, filters (parse, print,
+//!   evaluate), PATCH, validation of POST/PUT bodies, listing (sort, page, projection), errors.
+//!   No I/O.
+//! - `store`: the only code that touches RocksDB and Automerge: documents, materialised views,
+//!   indexes and the replication log, one synced write batch per request.
+//! - `api`: the axum routers (SCIM, `/health`, `/metrics`): auth, load shedding, SCIM error
+//!   mapping.
+//! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
+//! - `cli`: the thin command line over `server`.
+//!
+//! Dependencies point one way: `cli → server → api → store → scim → ids`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod ids;
+pub mod scim;
+pub mod server;
+pub mod store;

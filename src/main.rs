@@ -1,0 +1,15 @@
+//! The `geoscim` binary: logging, CLI, run.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GEOSCIM_LOG")
+                .unwrap_or_else(|_| "geoscim=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    geoscim::cli::run(geoscim::cli::Cli::parse()).await
+}

@@ -1,0 +1,102 @@
+//! Storage keys. Every key starts with the tenant, so no scan can cross tenants.
+//!
+//! Tenant names and resource type names contain no `\0` (see `ids::is_valid_name`), so `\0`
+//! separates the parts and a prefix ending in `\0` selects exactly one tenant (and type).
+
+use crate::scim::schema::ResourceKind;
+
+/// Separator between key parts.
+const SEP: u8 = 0;
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// `docs` / `views`: tenant, type, id.
+pub fn resource(tenant: &str, kind: ResourceKind, id: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), kind.name().as_bytes(), id.as_bytes()])
+}
+
+/// Prefix of every resource of one type in one tenant.
+pub fn resource_prefix(tenant: &str, kind: ResourceKind) -> Vec<u8> {
+    let mut k = join(&[tenant.as_bytes(), kind.name().as_bytes()]);
+    k.push(SEP);
+    k
+}
+
+/// `index`: tenant, type, attribute, normalised value, id.
+pub fn index(tenant: &str, kind: ResourceKind, attr: &str, value: &str, id: &str) -> Vec<u8> {
+    join(&[
+        tenant.as_bytes(),
+        kind.name().as_bytes(),
+        attr.as_bytes(),
+        value.as_bytes(),
+        id.as_bytes(),
+    ])
+}
+
+/// Prefix of the ids indexed under one value.
+pub fn index_prefix(tenant: &str, kind: ResourceKind, attr: &str, value: &str) -> Vec<u8> {
+    let mut k = join(&[
+        tenant.as_bytes(),
+        kind.name().as_bytes(),
+        attr.as_bytes(),
+        value.as_bytes(),
+    ]);
+    k.push(SEP);
+    k
+}
+
+/// `index`: the reverse membership record, member id → group id (a User's `groups`).
+pub fn member_of(tenant: &str, member: &str, group: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), b"~member", member.as_bytes(), group.as_bytes()])
+}
+
+/// Prefix of the groups a member belongs to.
+pub fn member_of_prefix(tenant: &str, member: &str) -> Vec<u8> {
+    let mut k = join(&[tenant.as_bytes(), b"~member", member.as_bytes()]);
+    k.push(SEP);
+    k
+}
+
+/// `log`: origin region and sequence number (big-endian, so keys sort by sequence).
+pub fn log(origin: &str, seq: u64) -> Vec<u8> {
+    let mut k = join(&[origin.as_bytes(), b""]);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The last part of a key (the id after the final separator).
+pub fn last_part(key: &[u8]) -> &[u8] {
+    match key.iter().rposition(|&b| b == SEP) {
+        Some(i) => &key[i + 1..],
+        None => key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_prefixes_do_not_overlap() {
+        let a = resource_prefix("acme", ResourceKind::User);
+        let b = resource("acme2", ResourceKind::User, "x");
+        assert!(!b.starts_with(&a));
+        assert!(resource("acme", ResourceKind::User, "x").starts_with(&a));
+    }
+
+    #[test]
+    fn last_part_is_the_id() {
+        let k = index("t", ResourceKind::User, "userName", "bob", "id-1");
+        assert_eq!(last_part(&k), b"id-1");
+        assert!(k.starts_with(&index_prefix("t", ResourceKind::User, "userName", "bob")));
+    }
+}

@@ -1,0 +1,654 @@
+//! Storage: the only code that touches RocksDB and writes Automerge documents.
+//!
+//! Every write is one RocksDB write batch holding the Automerge document, the materialised SCIM
+//! view, the secondary index changes and a replication log entry, written with a synced WAL
+//! before the request is answered. Concurrent writers share fsyncs: RocksDB groups the writes of
+//! concurrent threads into one WAL sync (group commit), so callers run writes on a blocking
+//! thread pool and many requests in flight amortise the disk.
+//!
+//! Column families (format 1, recorded in `meta`):
+//! - `docs`: Automerge bytes per resource, tombstones included (needed for delete-wins later);
+//! - `views`: materialised SCIM JSON of live resources, for reads, lists and filters;
+//! - `index`: (tenant, type, attribute, normalised value, id) for userName, externalId,
+//!   emails.value and group displayName, plus reverse group membership;
+//! - `log`: (origin region, sequence) → changed resource and its Automerge change bytes;
+//! - `peers`, `conflicts`: reserved for replication and conflict records;
+//! - `meta`: format version, region identity, tokens created on first start, health probe.
+
+pub mod doc;
+pub mod keys;
+mod log;
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use automerge::{ActorId, AutoCommit};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde_json::{Map, Value};
+
+use crate::ids;
+use crate::scim::schema::ResourceKind;
+use crate::scim::ScimError;
+use doc::{DocError, Stamp};
+
+pub use log::LogEntry;
+
+/// On-disk format version. Bump it with a migration step when any stored layout changes.
+pub const FORMAT_VERSION: &str = "1";
+
+const CF_DOCS: &str = "docs";
+const CF_VIEWS: &str = "views";
+const CF_INDEX: &str = "index";
+const CF_LOG: &str = "log";
+const CF_PEERS: &str = "peers";
+const CF_CONFLICTS: &str = "conflicts";
+const CF_META: &str = "meta";
+const ALL_CFS: &[&str] = &[CF_DOCS, CF_VIEWS, CF_INDEX, CF_LOG, CF_PEERS, CF_CONFLICTS, CF_META];
+
+/// Lock stripes: writes to one resource (or one userName) are serialised, others run in parallel.
+const STRIPES: usize = 1024;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No live resource with this id (never existed, or deleted).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// `If-Match` named another version.
+    #[error("version mismatch: current version is {current}")]
+    PreconditionFailed { current: String },
+    /// The request was rejected by SCIM rules (validation, uniqueness...).
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// An Automerge document could not be read or written.
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    /// Stored bytes are not what this version writes.
+    #[error("corrupt or foreign data: {0}")]
+    Corrupt(String),
+}
+
+impl From<automerge::AutomergeError> for StoreError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        StoreError::Doc(DocError::Automerge(e))
+    }
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// This region's name (actor and log origin).
+    pub region: String,
+    /// Sync the WAL on every write batch.
+    pub sync_writes: bool,
+    /// Automerge documents kept loaded.
+    pub doc_cache_size: usize,
+}
+
+/// A resource as served: the materialised view and its version (weak ETag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub view: Value,
+    pub version: String,
+}
+
+impl Stored {
+    fn from_view(view: Value) -> Stored {
+        let version = view["meta"]["version"].as_str().unwrap_or_default().to_string();
+        Stored { view, version }
+    }
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// A new resource.
+    New(Stored),
+    /// The same userName with the same attributes already exists: an idempotent replay.
+    Replay(Stored),
+}
+
+/// The change an update function asks for: the new stored attributes and the attributes it
+/// wrote explicitly (a sticky flag among them is re-asserted even if unchanged).
+pub type UpdateResult = Result<(Map<String, Value>, Vec<String>), ScimError>;
+
+/// The region's store.
+pub struct Store {
+    db: DB,
+    region: String,
+    actor: ActorId,
+    write_opts: WriteOptions,
+    cache: Mutex<lru::LruCache<Vec<u8>, AutoCommit>>,
+    id_locks: Vec<Mutex<()>>,
+    name_locks: Vec<Mutex<()>>,
+    next_seq: AtomicU64,
+}
+
+fn stripe<T: Hash>(value: T) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    (h.finish() as usize) % STRIPES
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // A poisoned stripe only means another request panicked while holding it; the data it
+    // protects lives in RocksDB, which that request either committed or did not.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    /// Open (or create) the store in `path`. Refuses a directory written by another region or
+    /// by an unknown format version.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let meta = db.cf_handle(CF_META).expect("meta cf");
+        match db.get_cf(meta, b"format")? {
+            None => {
+                db.put_cf(meta, b"format", FORMAT_VERSION)?;
+                db.put_cf(meta, b"region", options.region.as_bytes())?;
+            }
+            Some(v) if v == FORMAT_VERSION.as_bytes() => {
+                let region = db.get_cf(meta, b"region")?.unwrap_or_default();
+                if region != options.region.as_bytes() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} holds region {:?}, not {:?}",
+                        path.display(),
+                        String::from_utf8_lossy(&region),
+                        options.region
+                    )));
+                }
+            }
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} has storage format {:?}; this build reads format {FORMAT_VERSION}",
+                    path.display(),
+                    String::from_utf8_lossy(&v)
+                )))
+            }
+        }
+        let next_seq = log::last_seq(&db, db.cf_handle(CF_LOG).expect("log cf"), &options.region)? + 1;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(options.sync_writes);
+        let cache_size = NonZeroUsize::new(options.doc_cache_size.max(1)).expect("nonzero");
+        Ok(Store {
+            actor: ActorId::from(options.region.as_bytes()),
+            region: options.region,
+            write_opts,
+            cache: Mutex::new(lru::LruCache::new(cache_size)),
+            id_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            name_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            next_seq: AtomicU64::new(next_seq),
+            db,
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    /// This region's name.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// A write stamp for now.
+    pub fn stamp(&self) -> Stamp {
+        let now = time::OffsetDateTime::now_utc();
+        Stamp {
+            region: self.region.clone(),
+            at: now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            millis: (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        }
+    }
+
+    /// The live resource `id`, or `None`.
+    pub fn get(&self, tenant: &str, kind: ResourceKind, id: &str) -> Result<Option<Stored>, StoreError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_VIEWS), keys::resource(tenant, kind, id))? else {
+            return Ok(None);
+        };
+        let view: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?;
+        Ok(Some(Stored::from_view(view)))
+    }
+
+    /// Ids whose indexed `attr` (see [`index_entries`]) has the normalised value of `value`.
+    pub fn lookup(&self, tenant: &str, kind: ResourceKind, attr: &str, value: &str) -> Result<Vec<String>, StoreError> {
+        let norm = normalize_indexed(attr, value);
+        let prefix = keys::index_prefix(tenant, kind, attr, &norm);
+        self.prefix_keys(CF_INDEX, &prefix)
+            .map(|r| r.map(|k| String::from_utf8_lossy(keys::last_part(&k)).into_owned()))
+            .collect()
+    }
+
+    /// All live views of one type in one tenant, in id order.
+    pub fn scan(&self, tenant: &str, kind: ResourceKind) -> impl Iterator<Item = Result<Value, StoreError>> + '_ {
+        let prefix = keys::resource_prefix(tenant, kind);
+        self.db
+            .iterator_cf(self.cf(CF_VIEWS), IteratorMode::From(&prefix, Direction::Forward))
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|r| {
+                let (_, v) = r?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(format!("view: {e}")))
+            })
+    }
+
+    /// How many live resources of one type one tenant has (keys only, no parsing).
+    pub fn count(&self, tenant: &str, kind: ResourceKind) -> Result<usize, StoreError> {
+        let prefix = keys::resource_prefix(tenant, kind);
+        self.prefix_keys(CF_VIEWS, &prefix).try_fold(0, |n, r| r.map(|_| n + 1))
+    }
+
+    fn prefix_keys<'a>(&'a self, cf: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<Box<[u8]>, StoreError>> + 'a {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .map(|r| r.map(|(k, _)| k).map_err(StoreError::from))
+    }
+
+    /// The groups a user (or group) is a direct member of, as SCIM `groups` values, in group id
+    /// order. `base` is the SCIM base URL for `$ref`.
+    pub fn groups_of(&self, tenant: &str, member: &str, base: &str) -> Result<Vec<Value>, StoreError> {
+        let prefix = keys::member_of_prefix(tenant, member);
+        let mut out = Vec::new();
+        for key in self.prefix_keys(CF_INDEX, &prefix) {
+            let key = key?;
+            let group = String::from_utf8_lossy(keys::last_part(&key)).into_owned();
+            if let Some(g) = self.get(tenant, ResourceKind::Group, &group)? {
+                let mut v = Map::new();
+                v.insert("value".into(), Value::String(group.clone()));
+                v.insert("$ref".into(), Value::String(format!("{base}/Groups/{group}")));
+                if let Some(d) = g.view.get("displayName") {
+                    v.insert("display".into(), d.clone());
+                }
+                v.insert("type".into(), Value::String("direct".into()));
+                out.push(Value::Object(v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` are live users or groups of this tenant (members that point at deleted
+    /// resources are never listed).
+    pub fn live_ids(&self, tenant: &str, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        let views = self.cf(CF_VIEWS);
+        let user_keys: Vec<_> = ids.iter().map(|id| (views, keys::resource(tenant, ResourceKind::User, id))).collect();
+        let group_keys: Vec<_> = ids.iter().map(|id| (views, keys::resource(tenant, ResourceKind::Group, id))).collect();
+        let users = self.db.multi_get_cf(user_keys);
+        let groups = self.db.multi_get_cf(group_keys);
+        users
+            .into_iter()
+            .zip(groups)
+            .map(|(u, g)| Ok(u?.is_some() || g?.is_some()))
+            .collect()
+    }
+
+    /// Create a resource from normalised attributes (no `schemas`, `id`, `meta`).
+    ///
+    /// Users get a deterministic id from (tenant, userName), so concurrent or replayed POSTs of
+    /// one user meet on one document. A POST whose userName is taken answers `Replay` when the
+    /// existing user already has exactly these attributes (the retry of a POST whose response was
+    /// lost) and a `uniqueness` error otherwise.
+    pub fn create(&self, tenant: &str, kind: ResourceKind, attrs: Map<String, Value>) -> Result<Created, StoreError> {
+        match kind {
+            ResourceKind::Group => {
+                let id = ids::random_id();
+                let _g = lock(&self.id_locks[stripe((tenant, &id))]);
+                self.write_new(tenant, kind, &id, attrs).map(Created::New)
+            }
+            ResourceKind::User => {
+                let user_name = attrs
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ScimError::InvalidValue("userName is required".into()))?
+                    .to_string();
+                let _n = lock(&self.name_locks[stripe((tenant, ids::normalize_case_insensitive(&user_name)))]);
+                if let Some(existing) = self.lookup(tenant, kind, "userName", &user_name)?.into_iter().next() {
+                    if let Some(stored) = self.get(tenant, kind, &existing)? {
+                        if same_attrs(&stored.view, &attrs) {
+                            return Ok(Created::Replay(stored));
+                        }
+                    }
+                    return Err(ScimError::Uniqueness(format!("userName {user_name:?} is already taken")).into());
+                }
+                for n in 0..64 {
+                    let id = ids::user_id_candidate(tenant, &user_name, n);
+                    let _g = lock(&self.id_locks[stripe((tenant, &id))]);
+                    let key = keys::resource(tenant, kind, &id);
+                    if self.db.get_pinned_cf(self.cf(CF_DOCS), &key)?.is_some() {
+                        continue; // held by a renamed user or a tombstone
+                    }
+                    return self.write_new(tenant, kind, &id, attrs).map(Created::New);
+                }
+                Err(StoreError::Corrupt(format!("no free id for userName {user_name:?}")))
+            }
+        }
+    }
+
+    fn write_new(&self, tenant: &str, kind: ResourceKind, id: &str, attrs: Map<String, Value>) -> Result<Stored, StoreError> {
+        let stamp = self.stamp();
+        let mut doc = AutoCommit::new().with_actor(self.actor.clone());
+        doc::init(&mut doc, kind, id, &stamp)?;
+        let explicit: Vec<String> = attrs.keys().cloned().collect();
+        doc::write_attrs(&mut doc, kind, &Map::new(), &attrs, &explicit, &stamp)?;
+        doc.put_modified_and_commit(&stamp);
+        let view = doc::materialize(&mut doc, kind)?;
+        let change = doc.save_after(&[]);
+        let key = keys::resource(tenant, kind, id);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        self.stage_view(&mut batch, tenant, kind, id, None, Some(&view))?;
+        self.stage_log(&mut batch, tenant, kind, id, &change);
+        self.db.write_opt(batch, &self.write_opts)?;
+        self.cache_put(key, doc);
+        Ok(Stored::from_view(view))
+    }
+
+    /// Update a live resource: `f` maps its stored attributes to the new ones. Only what differs
+    /// is written; a change that writes nothing answers the current resource without a write.
+    /// A new userName taken by another user is a `uniqueness` error.
+    pub fn update(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+    ) -> Result<Stored, StoreError> {
+        // A userName change must hold the new name's lock (always taken before the id lock), so
+        // the first pass learns the new name and a second pass writes under both locks.
+        let mut name_guard: Option<(String, MutexGuard<'_, ()>)> = None;
+        for _ in 0..4 {
+            let id_guard = lock(&self.id_locks[stripe((tenant, id))]);
+            let key = keys::resource(tenant, kind, id);
+            let mut doc = self.load_live(&key, id)?;
+            let current = doc::version(&mut doc);
+            if let Some(tag) = if_match {
+                if !etag_matches(tag, &current) {
+                    self.cache_put(key, doc);
+                    return Err(StoreError::PreconditionFailed { current });
+                }
+            }
+            let old = doc::read_attrs(&doc, kind)?;
+            let (new, explicit) = match f(&old) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.cache_put(key, doc);
+                    return Err(e.into());
+                }
+            };
+            if kind == ResourceKind::User {
+                let old_name = old.get("userName").and_then(Value::as_str).map(ids::normalize_case_insensitive);
+                let new_name = new.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
+                let new_norm = ids::normalize_case_insensitive(&new_name);
+                if old_name.as_deref() != Some(new_norm.as_str()) {
+                    if name_guard.as_ref().map(|(n, _)| n) != Some(&new_norm) {
+                        self.cache_put(key, doc);
+                        drop(id_guard);
+                        name_guard = None;
+                        let g = lock(&self.name_locks[stripe((tenant, new_norm.clone()))]);
+                        name_guard = Some((new_norm, g));
+                        continue;
+                    }
+                    let taken = self.lookup(tenant, kind, "userName", &new_name)?.into_iter().any(|other| other != id);
+                    if taken {
+                        self.cache_put(key, doc);
+                        return Err(ScimError::Uniqueness(format!("userName {new_name:?} is already taken")).into());
+                    }
+                }
+            }
+            let stamp = self.stamp();
+            let heads = doc.get_heads();
+            let old_view = doc::materialize(&mut doc, kind)?;
+            if !doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &stamp)? {
+                self.cache_put(key, doc);
+                return Ok(Stored::from_view(old_view));
+            }
+            doc.put_modified_and_commit(&stamp);
+            let view = doc::materialize(&mut doc, kind)?;
+            let change = doc.save_after(&heads);
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+            self.stage_view(&mut batch, tenant, kind, id, Some(&old_view), Some(&view))?;
+            self.stage_log(&mut batch, tenant, kind, id, &change);
+            self.db.write_opt(batch, &self.write_opts)?;
+            self.cache_put(key, doc);
+            return Ok(Stored::from_view(view));
+        }
+        Err(StoreError::Scim(ScimError::Unavailable("the userName kept changing concurrently; retry".into())))
+    }
+
+    /// Delete a live resource, leaving a tombstone document.
+    pub fn delete(&self, tenant: &str, kind: ResourceKind, id: &str, if_match: Option<&str>) -> Result<(), StoreError> {
+        let _g = lock(&self.id_locks[stripe((tenant, id))]);
+        let key = keys::resource(tenant, kind, id);
+        let mut doc = self.load_live(&key, id)?;
+        let current = doc::version(&mut doc);
+        if let Some(tag) = if_match {
+            if !etag_matches(tag, &current) {
+                self.cache_put(key, doc);
+                return Err(StoreError::PreconditionFailed { current });
+            }
+        }
+        let stamp = self.stamp();
+        let heads = doc.get_heads();
+        let old_view = doc::materialize(&mut doc, kind)?;
+        doc::mark_deleted(&mut doc, &stamp)?;
+        doc.commit_with(automerge::transaction::CommitOptions::default().with_time(stamp.millis));
+        let change = doc.save_after(&heads);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        self.stage_view(&mut batch, tenant, kind, id, Some(&old_view), None)?;
+        self.stage_log(&mut batch, tenant, kind, id, &change);
+        self.db.write_opt(batch, &self.write_opts)?;
+        self.cache_put(key, doc);
+        Ok(())
+    }
+
+    /// Load a document that must be live (from the cache, else from RocksDB). The caller holds
+    /// the id lock and puts the document back (or drops it after a failed write).
+    fn load_live(&self, key: &[u8], id: &str) -> Result<AutoCommit, StoreError> {
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).pop(key);
+        let doc = match cached {
+            Some(doc) => doc,
+            None => {
+                let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_DOCS), key)? else {
+                    return Err(StoreError::NotFound(id.to_string()));
+                };
+                AutoCommit::load(&bytes)?.with_actor(self.actor.clone())
+            }
+        };
+        if doc::is_deleted(&doc) {
+            self.cache_put(key.to_vec(), doc);
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(doc)
+    }
+
+    fn cache_put(&self, key: Vec<u8>, doc: AutoCommit) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(key, doc);
+    }
+
+    /// Stage the view and index changes of a resource going from `old` to `new` (None = absent).
+    fn stage_view(
+        &self,
+        batch: &mut WriteBatch,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        let key = keys::resource(tenant, kind, id);
+        match new {
+            Some(view) => batch.put_cf(
+                self.cf(CF_VIEWS),
+                &key,
+                serde_json::to_vec(view).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            None => batch.delete_cf(self.cf(CF_VIEWS), &key),
+        }
+        let index = self.cf(CF_INDEX);
+        let old_entries: BTreeSet<_> = old.map(|v| index_entries(kind, v)).unwrap_or_default();
+        let new_entries: BTreeSet<_> = new.map(|v| index_entries(kind, v)).unwrap_or_default();
+        for (attr, value) in old_entries.difference(&new_entries) {
+            batch.delete_cf(index, keys::index(tenant, kind, attr, value, id));
+        }
+        for (attr, value) in new_entries.difference(&old_entries) {
+            batch.put_cf(index, keys::index(tenant, kind, attr, value, id), b"");
+        }
+        if kind == ResourceKind::Group {
+            let old_members = old.map(member_ids).unwrap_or_default();
+            let new_members = new.map(member_ids).unwrap_or_default();
+            for m in old_members.difference(&new_members) {
+                batch.delete_cf(index, keys::member_of(tenant, m, id));
+            }
+            for m in new_members.difference(&old_members) {
+                batch.put_cf(index, keys::member_of(tenant, m, id), b"");
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_log(&self, batch: &mut WriteBatch, tenant: &str, kind: ResourceKind, id: &str, change: &[u8]) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let entry = LogEntry { tenant: tenant.into(), kind, id: id.into(), change: change.to_vec() };
+        batch.put_cf(self.cf(CF_LOG), keys::log(&self.region, seq), entry.encode());
+    }
+
+    /// Replication log entries of `origin` from `from_seq` on (at most `limit`).
+    pub fn log_since(&self, origin: &str, from_seq: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+        log::read(&self.db, self.cf(CF_LOG), origin, from_seq, limit)
+    }
+
+    /// Tokens created by this region (hash → tenant), e.g. the first-start token.
+    pub fn stored_tokens(&self) -> Result<HashMap<String, String>, StoreError> {
+        let prefix = b"token\0".to_vec();
+        let mut out = HashMap::new();
+        for r in self
+            .db
+            .iterator_cf(self.cf(CF_META), IteratorMode::From(&prefix, Direction::Forward))
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+        {
+            let (k, v) = r?;
+            out.insert(
+                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Keep a token's hash (never the token) for `tenant`.
+    pub fn add_token(&self, sha256_hex: &str, tenant: &str) -> Result<(), StoreError> {
+        let mut key = b"token\0".to_vec();
+        key.extend_from_slice(sha256_hex.as_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), key, tenant.as_bytes());
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// A real write and read of RocksDB, for `/health`.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let value = self.stamp().at;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), b"health-probe", value.as_bytes());
+        self.db.write_opt(batch, &self.write_opts)?;
+        match self.db.get_cf(self.cf(CF_META), b"health-probe")? {
+            Some(v) if v == value.as_bytes() => Ok(()),
+            _ => Err(StoreError::Corrupt("health probe read back something else".into())),
+        }
+    }
+}
+
+/// Commit helper: every commit carries the write time, which history and conflict records use.
+trait CommitStamped {
+    fn put_modified_and_commit(&mut self, stamp: &Stamp);
+}
+
+impl CommitStamped for AutoCommit {
+    fn put_modified_and_commit(&mut self, stamp: &Stamp) {
+        self.commit_with(automerge::transaction::CommitOptions::default().with_time(stamp.millis));
+    }
+}
+
+/// Does an `If-Match` header value match `current`? `*` matches any live resource; weak and
+/// strong forms of the same tag match (RFC 7232 weak comparison, as SCIM versions are weak).
+pub fn etag_matches(header: &str, current: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let cur = strip(current);
+    header.split(',').any(|t| t.trim() == "*" || strip(t) == cur)
+}
+
+/// Does the stored view carry exactly these attributes (ignoring `id`, `meta`, `schemas`)?
+fn same_attrs(view: &Value, attrs: &Map<String, Value>) -> bool {
+    let Some(v) = view.as_object() else { return false };
+    let stored: Map<String, Value> = v
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "id" | "meta" | "schemas"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    &stored == attrs
+}
+
+/// Normalise a value for the index of `attr`: case-insensitive attributes are lower-cased.
+pub fn normalize_indexed(attr: &str, value: &str) -> String {
+    match attr {
+        "externalId" => value.to_string(),
+        _ => ids::normalize_case_insensitive(value),
+    }
+}
+
+/// The indexed attributes of a resource type, by index name.
+pub fn indexed_attrs(kind: ResourceKind) -> &'static [&'static str] {
+    match kind {
+        ResourceKind::User => &["userName", "externalId", "emails.value"],
+        ResourceKind::Group => &["displayName", "externalId"],
+    }
+}
+
+/// The index entries (attribute, normalised value) of a view.
+fn index_entries(kind: ResourceKind, view: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for attr in indexed_attrs(kind) {
+        match attr.split_once('.') {
+            None => {
+                if let Some(s) = view.get(*attr).and_then(Value::as_str) {
+                    out.insert((attr.to_string(), normalize_indexed(attr, s)));
+                }
+            }
+            Some((multi, sub)) => {
+                for item in view.get(multi).and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(s) = item.get(sub).and_then(Value::as_str) {
+                        out.insert((attr.to_string(), normalize_indexed(attr, s)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn member_ids(view: &Value) -> BTreeSet<String> {
+    view.get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}

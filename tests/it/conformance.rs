@@ -1,0 +1,45 @@
+//! Conformance: the `scim2-tester` suite (via `scim2-cli`) against a live region; every check
+//! must be SUCCESS. `scripts/test` installs the pinned tool into `build/venv`; set `SCIM2_BIN`
+//! to use another copy.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::Region;
+
+fn scim2_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SCIM2_BIN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/venv/bin/scim2")
+}
+
+#[tokio::test]
+async fn scim2_tester_reports_every_check_success() {
+    let bin = scim2_bin();
+    assert!(
+        bin.exists(),
+        "{} is missing: run ./scripts/bootstrap (or ./scripts/test) to install the pinned scim2-cli",
+        bin.display()
+    );
+    let region = Region::start();
+    region.wait_healthy().await;
+    let scim = region.scim();
+    let token = region.token().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args(["--url", &scim, "--header", &format!("Authorization: Bearer {token}"), "test"])
+            .output()
+            .expect("run scim2")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let checks: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    let failed: Vec<&&str> = checks.iter().filter(|l| !l.trim_start().starts_with("SUCCESS")).collect();
+    println!("scim2 test: {} lines, {} not SUCCESS", checks.len(), failed.len());
+    assert!(checks.len() > 50, "too few checks ran:\n{stdout}\n{stderr}");
+    assert!(failed.is_empty(), "checks not SUCCESS:\n{}\n--- stderr:\n{stderr}", failed.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("\n"));
+    assert!(out.status.success(), "scim2 exited with {:?}\n{stderr}", out.status);
+}

@@ -1,0 +1,192 @@
+//! Start real regions (the `geoscim` binary) and talk HTTP to them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const SCIM_JSON: &str = "application/scim+json";
+
+/// A running region process.
+pub struct Region {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// Tokens by tenant, in the order given at start.
+    pub tokens: Vec<(String, String)>,
+    /// The data dir (kept across restarts).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra_env: Vec<(String, String)>,
+    pub client: reqwest::Client,
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+impl Region {
+    /// A fresh region with one tenant `t1`.
+    pub fn start() -> Region {
+        Region::start_with(&["t1"], &[])
+    }
+
+    /// A fresh region with a token per tenant and extra `GEOSCIM_*` env overrides.
+    pub fn start_with(tenants: &[&str], env: &[(&str, &str)]) -> Region {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tokens = tenants
+            .iter()
+            .map(|t| (t.to_string(), format!("test-token-{t}-{}", rand_suffix())))
+            .collect();
+        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut r = Region::spawn(tmp.path().join("data"), tokens, env);
+        r._tmp = Some(tmp);
+        r
+    }
+
+    fn spawn(dir: PathBuf, tokens: Vec<(String, String)>, extra_env: Vec<(String, String)>) -> Region {
+        let token_toml = format!(
+            "[{}]",
+            tokens
+                .iter()
+                .map(|(t, tok)| format!("{{tenant=\"{t}\", sha256=\"{}\"}}", sha256_hex(tok)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geoscim"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(repo_file("regions/single.toml"))
+            .env("GEOSCIM_DATA_DIR", &dir)
+            .env("GEOSCIM_HTTP__LISTEN", "127.0.0.1:0")
+            .env("GEOSCIM_TOKENS", token_toml)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn geoscim");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("geoscim: http listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("region did not print its listener within 60 s");
+        Region {
+            child,
+            url,
+            tokens,
+            dir,
+            _tmp: None,
+            extra_env,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// kill -9 the process (no shutdown path runs).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same data dir with the same tokens (new port).
+    pub fn restart(mut self) -> Region {
+        self.kill9();
+        let tmp = self._tmp.take();
+        let mut r = Region::spawn(self.dir.clone(), self.tokens.clone(), self.extra_env.clone());
+        r._tmp = tmp;
+        r
+    }
+
+    /// The token of the first tenant.
+    pub fn token(&self) -> &str {
+        &self.tokens[0].1
+    }
+
+    /// The SCIM base URL.
+    pub fn scim(&self) -> String {
+        format!("{}/scim/v2", self.url)
+    }
+
+    /// A SCIM request as the first tenant.
+    pub async fn req(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.req_as(self.token(), method, path, body).await
+    }
+
+    /// A SCIM request with a given token; returns status and parsed body (Null when empty).
+    pub async fn req_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let r = self.send(token, method, path, body, &[]).await;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    /// A raw SCIM request with extra headers.
+    pub async fn send(&self, token: &str, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut b = self
+            .client
+            .request(method, format!("{}{}", self.scim(), path))
+            .bearer_auth(token)
+            .header("content-type", SCIM_JSON);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        if let Some(body) = body {
+            b = b.body(serde_json::to_vec(&body).unwrap());
+        }
+        b.send().await.expect("request")
+    }
+
+    /// POST a user with this userName; returns the created resource.
+    pub async fn create_user(&self, user_name: &str) -> Value {
+        let (s, v) = self
+            .req(Method::POST, "/Users", Some(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": user_name,
+                "active": true,
+            })))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// Wait until `/health` is 200 (bounded).
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("region not healthy within 30 s");
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}

@@ -1,0 +1,7 @@
+//! Integration tests: real `geoscim serve` processes on port 0 with temp dirs, real RocksDB,
+//! real HTTP. One test binary with modules keeps link time down.
+
+mod api;
+mod conformance;
+mod harness;
+mod restart;
