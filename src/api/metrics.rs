@@ -1,7 +1,5 @@
 //! Prometheus metrics for the HTTP API (text exposition at `/metrics`).
 
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,7 +31,7 @@ pub struct Metrics {
     /// Latency by route, 0.1 ms to ~3 s.
     pub latency: Family<RouteLabels, Histogram>,
     /// SCIM requests being handled now.
-    pub in_flight: Gauge<i64, AtomicU64>,
+    pub in_flight: Gauge,
     /// SCIM requests refused with 503 because `http.max_in_flight` was reached.
     pub shed: Counter,
 }
@@ -45,7 +43,7 @@ impl Default for Metrics {
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
         });
-        let in_flight = Gauge::<i64, AtomicU64>::default();
+        let in_flight = Gauge::default();
         let shed = Counter::default();
         registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());

@@ -178,7 +178,7 @@ async fn list_get(
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     let query = list::parse_query(&query_pairs(raw), &limits(&state))?;
-    run_list(state, tenant, headers, query, &[kind]).await
+    run_list(state, tenant, headers, query, vec![kind]).await
 }
 
 async fn search(
@@ -189,7 +189,7 @@ async fn search(
     kinds: &'static [ResourceKind],
 ) -> Result<Response, ApiError> {
     let query = list::parse_search(&body, &limits(&state))?;
-    run_list(state, tenant, headers, query, kinds).await
+    run_list(state, tenant, headers, query, kinds.to_vec()).await
 }
 
 async fn run_list(
@@ -197,10 +197,10 @@ async fn run_list(
     tenant: String,
     headers: HeaderMap,
     query: ListQuery,
-    kinds: &'static [ResourceKind],
+    kinds: Vec<ResourceKind>,
 ) -> Result<Response, ApiError> {
     let base = base_url(&state, &headers);
-    let body = blocking(&state, move |store| list_in_store(store, &tenant, kinds, &query, &base)).await?;
+    let body = blocking(&state, move |store| list_in_store(store, &tenant, &kinds, &query, &base)).await?;
     Ok(scim_response(StatusCode::OK, &body))
 }
 

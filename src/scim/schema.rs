@@ -9,7 +9,8 @@ use serde_json::{json, Map, Value};
 /// Core User schema URN.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 /// Enterprise User extension URN.
-pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 /// Core Group schema URN.
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// List response message URN.
@@ -23,7 +24,8 @@ pub const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 /// ResourceType document URN (`/ResourceTypes` entries).
 pub const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 /// ServiceProviderConfig document URN.
-pub const SERVICE_PROVIDER_CONFIG_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+pub const SERVICE_PROVIDER_CONFIG_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 
 /// An attribute's data type (RFC 7643 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +134,10 @@ impl ResourceKind {
 
     /// The extension schema of this type whose URN is `urn` (case-insensitive).
     pub fn extension(self, urn: &str) -> Option<&'static Schema> {
-        self.extensions().iter().map(|(s, _)| *s).find(|s| s.id.eq_ignore_ascii_case(urn))
+        self.extensions()
+            .iter()
+            .map(|(s, _)| *s)
+            .find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 }
 
@@ -158,10 +163,7 @@ impl Resolved {
 
 impl Schema {
     /// The top-level attribute named `name` (case-insensitive, RFC 7643 §2.1).
-    pub fn attribute(&self, name: &str) -> Option<&'static AttrDef>
-    where
-        Self: 'static,
-    {
+    pub fn attribute(&self, name: &str) -> Option<&'static AttrDef> {
         find_attr(self.attributes, name)
     }
 }
@@ -187,7 +189,12 @@ fn find_attr(attrs: &'static [AttrDef], name: &str) -> Option<&'static AttrDef> 
 ///
 /// Without a `uri`, the core schema (and the common attributes) win over extensions, so a bare
 /// name is never ambiguous. `sub` only resolves on complex attributes.
-pub fn resolve(kind: ResourceKind, uri: Option<&str>, attr: &str, sub: Option<&str>) -> Option<Resolved> {
+pub fn resolve(
+    kind: ResourceKind,
+    uri: Option<&str>,
+    attr: &str,
+    sub: Option<&str>,
+) -> Option<Resolved> {
     let core = kind.core_schema();
     let (schema, extension, def) = match uri {
         Some(u) if u.eq_ignore_ascii_case(core.id) => {
@@ -212,7 +219,12 @@ pub fn resolve(kind: ResourceKind, uri: Option<&str>, attr: &str, sub: Option<&s
         Some(s) => Some(def.sub_attribute(s)?),
         None => None,
     };
-    Some(Resolved { schema, extension, attr: def, sub })
+    Some(Resolved {
+        schema,
+        extension,
+        attr: def,
+        sub,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -481,16 +493,28 @@ static META_SUBS: [AttrDef; 5] = [
 ];
 
 static COMMON_ATTRS: [AttrDef; 3] = [
-    attr("id", T::String, "A unique identifier for a SCIM resource as defined by the service provider.")
-        .read_only()
-        .case_exact()
-        .returned(Returned::Always)
-        .unique(),
-    attr("externalId", T::String, "A String that is an identifier for the resource as defined by the provisioning client.")
-        .case_exact(),
-    attr("meta", T::Complex, "A complex attribute containing resource metadata.")
-        .read_only()
-        .subs(&META_SUBS),
+    attr(
+        "id",
+        T::String,
+        "A unique identifier for a SCIM resource as defined by the service provider.",
+    )
+    .read_only()
+    .case_exact()
+    .returned(Returned::Always)
+    .unique(),
+    attr(
+        "externalId",
+        T::String,
+        "A String that is an identifier for the resource as defined by the provisioning client.",
+    )
+    .case_exact(),
+    attr(
+        "meta",
+        T::Complex,
+        "A complex attribute containing resource metadata.",
+    )
+    .read_only()
+    .subs(&META_SUBS),
 ];
 
 // --- Core User (RFC 7643 §4.1, §8.7.1).
@@ -507,29 +531,53 @@ static NAME_SUBS: [AttrDef; 6] = [
 static EMAIL_SUBS: [AttrDef; 4] = [
     attr("value", T::String, "Email addresses for the user."),
     display_sub("A human-readable name, primarily used for display purposes."),
-    type_sub("A label indicating the attribute's function, e.g., 'work' or 'home'.", &["work", "home", "other"]),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    type_sub(
+        "A label indicating the attribute's function, e.g., 'work' or 'home'.",
+        &["work", "home", "other"],
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static PHONE_SUBS: [AttrDef; 4] = [
     attr("value", T::String, "Phone number of the User."),
     display_sub("A human-readable name, primarily used for display purposes."),
-    type_sub("A label indicating the attribute's function, e.g., 'work', 'home', 'mobile'.", &["work", "home", "mobile", "fax", "pager", "other"]),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    type_sub(
+        "A label indicating the attribute's function, e.g., 'work', 'home', 'mobile'.",
+        &["work", "home", "mobile", "fax", "pager", "other"],
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static IMS_SUBS: [AttrDef; 4] = [
-    attr("value", T::String, "Instant messaging address for the User."),
+    attr(
+        "value",
+        T::String,
+        "Instant messaging address for the User.",
+    ),
     display_sub("A human-readable name, primarily used for display purposes."),
-    type_sub("A label indicating the attribute's function, e.g., 'aim', 'gtalk', 'xmpp'.", &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"]),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    type_sub(
+        "A label indicating the attribute's function, e.g., 'aim', 'gtalk', 'xmpp'.",
+        &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"],
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static PHOTO_SUBS: [AttrDef; 4] = [
     attr("value", T::Reference, "URL of a photo of the User.").refs(&["external"]),
     display_sub("A human-readable name, primarily used for display purposes."),
-    type_sub("A label indicating the attribute's function, i.e., 'photo' or 'thumbnail'.", &["photo", "thumbnail"]),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    type_sub(
+        "A label indicating the attribute's function, i.e., 'photo' or 'thumbnail'.",
+        &["photo", "thumbnail"],
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static ADDRESS_SUBS: [AttrDef; 8] = [
@@ -544,33 +592,61 @@ static ADDRESS_SUBS: [AttrDef; 8] = [
 ];
 
 static USER_GROUPS_SUBS: [AttrDef; 4] = [
-    attr("value", T::String, "The identifier of the User's group.").read_only().case_exact(),
-    attr("$ref", T::Reference, "The URI of the corresponding 'Group' resource to which the user belongs.")
+    attr("value", T::String, "The identifier of the User's group.")
         .read_only()
-        .refs(&["User", "Group"]),
+        .case_exact(),
+    attr(
+        "$ref",
+        T::Reference,
+        "The URI of the corresponding 'Group' resource to which the user belongs.",
+    )
+    .read_only()
+    .refs(&["User", "Group"]),
     display_sub("A human-readable name, primarily used for display purposes.").read_only(),
-    type_sub("A label indicating the attribute's function, e.g., 'direct' or 'indirect'.", &["direct", "indirect"]).read_only(),
+    type_sub(
+        "A label indicating the attribute's function, e.g., 'direct' or 'indirect'.",
+        &["direct", "indirect"],
+    )
+    .read_only(),
 ];
 
 static ENTITLEMENT_SUBS: [AttrDef; 4] = [
     attr("value", T::String, "The value of an entitlement."),
     display_sub("A human-readable name, primarily used for display purposes."),
-    attr("type", T::String, "A label indicating the attribute's function."),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    attr(
+        "type",
+        T::String,
+        "A label indicating the attribute's function.",
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static ROLE_SUBS: [AttrDef; 4] = [
     attr("value", T::String, "The value of a role."),
     display_sub("A human-readable name, primarily used for display purposes."),
-    attr("type", T::String, "A label indicating the attribute's function."),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    attr(
+        "type",
+        T::String,
+        "A label indicating the attribute's function.",
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static X509_SUBS: [AttrDef; 4] = [
     attr("value", T::Binary, "The value of an X.509 certificate."),
     display_sub("A human-readable name, primarily used for display purposes."),
-    attr("type", T::String, "A label indicating the attribute's function."),
-    primary_sub("A Boolean value indicating the 'primary' or preferred attribute value for this attribute."),
+    attr(
+        "type",
+        T::String,
+        "A label indicating the attribute's function.",
+    ),
+    primary_sub(
+        "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.",
+    ),
 ];
 
 static USER_ATTRS: [AttrDef; 21] = [
@@ -614,9 +690,24 @@ static USER_ATTRS: [AttrDef; 21] = [
 // --- Enterprise User extension (RFC 7643 §4.3, §8.7.1).
 
 static MANAGER_SUBS: [AttrDef; 3] = [
-    attr("value", T::String, "The id of the SCIM resource representing the User's manager.").case_exact(),
-    attr("$ref", T::Reference, "The URI of the SCIM resource representing the User's manager.").refs(&["User"]),
-    attr("displayName", T::String, "The displayName of the User's manager.").read_only(),
+    attr(
+        "value",
+        T::String,
+        "The id of the SCIM resource representing the User's manager.",
+    )
+    .case_exact(),
+    attr(
+        "$ref",
+        T::Reference,
+        "The URI of the SCIM resource representing the User's manager.",
+    )
+    .refs(&["User"]),
+    attr(
+        "displayName",
+        T::String,
+        "The displayName of the User's manager.",
+    )
+    .read_only(),
 ];
 
 static ENTERPRISE_ATTRS: [AttrDef; 6] = [
@@ -637,21 +728,44 @@ static ENTERPRISE_ATTRS: [AttrDef; 6] = [
 /// look up every member's name on every membership change. `value` is required (a member
 /// without an id means nothing) and case-exact (ids are).
 static MEMBER_SUBS: [AttrDef; 4] = [
-    attr("value", T::String, "Identifier of the member of this Group.")
-        .required()
-        .case_exact()
-        .immutable(),
-    attr("$ref", T::Reference, "The URI corresponding to a SCIM resource that is a member of this Group.")
-        .immutable()
-        .refs(&["User", "Group"]),
-    attr("display", T::String, "A human-readable name for the member, primarily used for display purposes.")
-        .immutable(),
-    type_sub("A label indicating the type of resource, e.g., 'User' or 'Group'.", &["User", "Group"]).immutable(),
+    attr(
+        "value",
+        T::String,
+        "Identifier of the member of this Group.",
+    )
+    .required()
+    .case_exact()
+    .immutable(),
+    attr(
+        "$ref",
+        T::Reference,
+        "The URI corresponding to a SCIM resource that is a member of this Group.",
+    )
+    .immutable()
+    .refs(&["User", "Group"]),
+    attr(
+        "display",
+        T::String,
+        "A human-readable name for the member, primarily used for display purposes.",
+    )
+    .immutable(),
+    type_sub(
+        "A label indicating the type of resource, e.g., 'User' or 'Group'.",
+        &["User", "Group"],
+    )
+    .immutable(),
 ];
 
 static GROUP_ATTRS: [AttrDef; 2] = [
-    attr("displayName", T::String, "A human-readable name for the Group.").required(),
-    attr("members", T::Complex, "A list of members of the Group.").multi().subs(&MEMBER_SUBS),
+    attr(
+        "displayName",
+        T::String,
+        "A human-readable name for the Group.",
+    )
+    .required(),
+    attr("members", T::Complex, "A list of members of the Group.")
+        .multi()
+        .subs(&MEMBER_SUBS),
 ];
 
 static USER: Schema = Schema {
@@ -695,4 +809,288 @@ pub fn common_attributes() -> &'static [AttrDef] {
 /// Every schema published at `/Schemas`, in a stable order.
 pub fn all_schemas() -> [&'static Schema; 3] {
     [&USER, &ENTERPRISE_USER, &GROUP]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_defs(attrs: &'static [AttrDef]) -> Vec<&'static AttrDef> {
+        attrs
+            .iter()
+            .flat_map(|a| std::iter::once(a).chain(a.sub_attributes.iter()))
+            .collect()
+    }
+
+    #[test]
+    fn resolve_is_case_insensitive_and_returns_canonical_names() {
+        let r = resolve(ResourceKind::User, None, "USERNAME", None).unwrap();
+        assert_eq!(r.attr.name, "userName");
+        assert!(!r.extension);
+        assert_eq!(r.schema.id, USER_SCHEMA);
+        let r = resolve(ResourceKind::User, None, "name", Some("GIVENNAME")).unwrap();
+        assert_eq!(r.leaf().name, "givenName");
+        let r = resolve(
+            ResourceKind::User,
+            Some(&USER_SCHEMA.to_uppercase()),
+            "emails",
+            Some("value"),
+        )
+        .unwrap();
+        assert_eq!(r.attr.name, "emails");
+        assert_eq!(r.leaf().name, "value");
+    }
+
+    #[test]
+    fn common_attributes_resolve_for_every_type() {
+        for kind in ResourceKind::ALL {
+            for name in ["id", "externalId", "meta"] {
+                let r = resolve(kind, None, name, None).unwrap();
+                assert_eq!(r.attr.name, name);
+                assert!(!r.extension);
+                assert_eq!(r.schema.id, kind.core_schema().id);
+            }
+            let r = resolve(kind, Some(kind.core_schema().id), "id", None).unwrap();
+            assert_eq!(r.attr.mutability, Mutability::ReadOnly);
+            assert_eq!(r.attr.returned, Returned::Always);
+            let r = resolve(kind, None, "meta", Some("lastmodified")).unwrap();
+            assert_eq!(r.leaf().ty, AttrType::DateTime);
+        }
+    }
+
+    #[test]
+    fn extension_attributes_resolve_with_or_without_urn() {
+        let r = resolve(
+            ResourceKind::User,
+            Some(ENTERPRISE_USER_SCHEMA),
+            "department",
+            None,
+        )
+        .unwrap();
+        assert!(r.extension);
+        assert_eq!(r.schema.id, ENTERPRISE_USER_SCHEMA);
+        let r = resolve(ResourceKind::User, None, "employeeNumber", None).unwrap();
+        assert!(r.extension);
+        let r = resolve(ResourceKind::User, None, "manager", Some("displayname")).unwrap();
+        assert_eq!(r.leaf().mutability, Mutability::ReadOnly);
+        // The core attribute wins a bare name; the extension's is reachable with its URN only.
+        assert!(resolve(
+            ResourceKind::User,
+            Some(ENTERPRISE_USER_SCHEMA),
+            "userName",
+            None
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn resolve_rejects_unknown_names_and_foreign_schemas() {
+        assert!(resolve(ResourceKind::User, None, "nope", None).is_none());
+        assert!(resolve(ResourceKind::User, None, "userName", Some("x")).is_none());
+        assert!(resolve(ResourceKind::User, None, "name", Some("nope")).is_none());
+        assert!(resolve(ResourceKind::Group, None, "userName", None).is_none());
+        assert!(resolve(
+            ResourceKind::Group,
+            Some(ENTERPRISE_USER_SCHEMA),
+            "department",
+            None
+        )
+        .is_none());
+        assert!(resolve(ResourceKind::User, Some(GROUP_SCHEMA), "displayName", None).is_none());
+        assert!(resolve(ResourceKind::User, Some("urn:x"), "userName", None).is_none());
+    }
+
+    #[test]
+    fn group_schema_matches_rfc() {
+        let members = resolve(ResourceKind::Group, None, "members", None)
+            .unwrap()
+            .attr;
+        assert!(members.multi_valued);
+        assert_eq!(members.mutability, Mutability::ReadWrite);
+        let value = members.sub_attribute("value").unwrap();
+        assert_eq!(value.mutability, Mutability::Immutable);
+        let ty = members.sub_attribute("type").unwrap();
+        assert_eq!(ty.canonical_values, &["User", "Group"]);
+        let r = members.sub_attribute("$ref").unwrap();
+        assert_eq!(r.reference_types, &["User", "Group"]);
+        assert!(
+            resolve(ResourceKind::Group, None, "displayName", None)
+                .unwrap()
+                .attr
+                .required
+        );
+    }
+
+    #[test]
+    fn user_schema_matches_rfc() {
+        let get = |n: &str| resolve(ResourceKind::User, None, n, None).unwrap().attr;
+        assert!(get("userName").required);
+        assert!(!get("userName").case_exact);
+        assert_eq!(get("userName").uniqueness, Uniqueness::Server);
+        assert_eq!(get("password").mutability, Mutability::WriteOnly);
+        assert_eq!(get("password").returned, Returned::Never);
+        assert_eq!(get("groups").mutability, Mutability::ReadOnly);
+        assert_eq!(get("active").ty, AttrType::Boolean);
+        assert_eq!(
+            get("x509Certificates").sub_attribute("value").unwrap().ty,
+            AttrType::Binary
+        );
+        assert_eq!(
+            get("phoneNumbers")
+                .sub_attribute("type")
+                .unwrap()
+                .canonical_values
+                .len(),
+            6
+        );
+        assert_eq!(get("addresses").sub_attributes.len(), 8);
+        assert_eq!(get("profileUrl").reference_types, &["external"]);
+        assert!(get("externalId").case_exact);
+    }
+
+    #[test]
+    fn definitions_are_well_formed() {
+        for schema in all_schemas().into_iter().chain([&COMMON]) {
+            let mut names = std::collections::HashSet::new();
+            for a in schema.attributes {
+                assert!(
+                    names.insert(a.name.to_ascii_lowercase()),
+                    "duplicate {}",
+                    a.name
+                );
+                assert_eq!(
+                    a.ty == AttrType::Complex,
+                    !a.sub_attributes.is_empty(),
+                    "{}",
+                    a.name
+                );
+                let mut subs = std::collections::HashSet::new();
+                for s in a.sub_attributes {
+                    assert!(subs.insert(s.name.to_ascii_lowercase()));
+                    assert!(
+                        s.sub_attributes.is_empty(),
+                        "sub-attributes are one level deep"
+                    );
+                }
+            }
+            for d in all_defs(schema.attributes) {
+                assert_eq!(
+                    d.ty == AttrType::Reference,
+                    !d.reference_types.is_empty(),
+                    "{}",
+                    d.name
+                );
+                if d.ty == AttrType::Binary {
+                    assert!(d.case_exact);
+                }
+            }
+        }
+        // No core attribute is shadowed by the common ones or by an extension.
+        for kind in ResourceKind::ALL {
+            for c in common_attributes() {
+                assert!(kind.core_schema().attribute(c.name).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn schema_documents_follow_rfc_7643_section_7() {
+        let docs = schema_documents("http://h/scim/v2/");
+        assert_eq!(docs.len(), 3);
+        let user = &docs[0];
+        assert_eq!(user["schemas"], json!([SCHEMA_SCHEMA]));
+        assert_eq!(user["id"], USER_SCHEMA);
+        assert_eq!(user["name"], "User");
+        assert_eq!(user["meta"]["resourceType"], "Schema");
+        assert_eq!(
+            user["meta"]["location"],
+            format!("http://h/scim/v2/Schemas/{USER_SCHEMA}")
+        );
+        let attrs = user["attributes"].as_array().unwrap();
+        let names: Vec<&str> = attrs.iter().map(|a| a["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"userName"));
+        assert!(
+            !names.contains(&"id") && !names.contains(&"meta") && !names.contains(&"externalId")
+        );
+        let user_name = &attrs[0];
+        assert_eq!(
+            user_name,
+            &json!({
+                "name": "userName", "type": "string", "multiValued": false,
+                "description": user_name["description"], "required": true, "caseExact": false,
+                "mutability": "readWrite", "returned": "default", "uniqueness": "server",
+            })
+        );
+        let emails = attrs.iter().find(|a| a["name"] == "emails").unwrap();
+        assert_eq!(emails["type"], "complex");
+        assert_eq!(emails["multiValued"], true);
+        let ty = emails["subAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "type")
+            .unwrap();
+        assert_eq!(ty["canonicalValues"], json!(["work", "home", "other"]));
+        let password = attrs.iter().find(|a| a["name"] == "password").unwrap();
+        assert_eq!(password["mutability"], "writeOnly");
+        assert_eq!(password["returned"], "never");
+        let profile = attrs.iter().find(|a| a["name"] == "profileUrl").unwrap();
+        assert_eq!(profile["type"], "reference");
+        assert_eq!(profile["referenceTypes"], json!(["external"]));
+        assert_eq!(docs[1]["id"], ENTERPRISE_USER_SCHEMA);
+        assert_eq!(docs[2]["id"], GROUP_SCHEMA);
+        let types: Vec<&str> = docs
+            .iter()
+            .flat_map(|d| d["attributes"].as_array().unwrap())
+            .map(|a| a["type"].as_str().unwrap())
+            .collect();
+        assert!(types.iter().all(|t| [
+            "string",
+            "boolean",
+            "decimal",
+            "integer",
+            "dateTime",
+            "binary",
+            "reference",
+            "complex"
+        ]
+        .contains(t)));
+    }
+
+    #[test]
+    fn resource_type_documents_list_user_and_group() {
+        let docs = resource_type_documents("http://h/v2");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            docs[0],
+            json!({
+                "schemas": [RESOURCE_TYPE_SCHEMA],
+                "id": "User", "name": "User", "endpoint": "/Users",
+                "description": "User Account", "schema": USER_SCHEMA,
+                "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
+                "meta": {"resourceType": "ResourceType", "location": "http://h/v2/ResourceTypes/User"},
+            })
+        );
+        assert_eq!(docs[1]["endpoint"], "/Groups");
+        assert_eq!(docs[1]["schema"], GROUP_SCHEMA);
+        assert_eq!(docs[1]["schemaExtensions"], json!([]));
+    }
+
+    #[test]
+    fn service_provider_config_states_the_limits() {
+        let c = service_provider_config("http://h/v2", 200, 1_048_576);
+        assert_eq!(c["schemas"], json!([SERVICE_PROVIDER_CONFIG_SCHEMA]));
+        assert_eq!(c["patch"]["supported"], true);
+        assert_eq!(
+            c["bulk"],
+            json!({"supported": false, "maxOperations": 0, "maxPayloadSize": 1_048_576})
+        );
+        assert_eq!(c["filter"], json!({"supported": true, "maxResults": 200}));
+        assert_eq!(c["changePassword"]["supported"], false);
+        assert_eq!(c["sort"]["supported"], true);
+        assert_eq!(c["etag"]["supported"], true);
+        assert_eq!(c["authenticationSchemes"][0]["type"], "oauthbearertoken");
+        assert_eq!(c["authenticationSchemes"][0]["primary"], true);
+        assert_eq!(c["meta"]["location"], "http://h/v2/ServiceProviderConfig");
+    }
 }

@@ -22,7 +22,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmVal
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
-use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
+use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 
 /// Document format version, stored in every document as `v`.
 pub const DOC_FORMAT: i64 = 1;
@@ -436,7 +436,6 @@ pub fn materialize(doc: &mut AutoCommit, kind: ResourceKind) -> Result<Value, Do
     meta.insert("lastModified".into(), Value::String(modified));
     meta.insert("version".into(), Value::String(version(doc)));
     out.insert("meta".into(), Value::Object(meta));
-    let _ = USER_SCHEMA;
     Ok(Value::Object(out))
 }
 
@@ -446,5 +445,108 @@ pub fn kind_of(doc: &AutoCommit) -> Result<ResourceKind, DocError> {
         Some("User") => Ok(ResourceKind::User),
         Some("Group") => Ok(ResourceKind::Group),
         other => Err(DocError::Malformed(format!("unknown type {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stamp(region: &str) -> Stamp {
+        Stamp { region: region.into(), at: "2026-01-01T00:00:00Z".into(), millis: 0 }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn new_user(attrs: Value) -> AutoCommit {
+        let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(b"a".as_slice()));
+        init(&mut doc, ResourceKind::User, "id1", &stamp("a")).unwrap();
+        let attrs = obj(attrs);
+        let keys: Vec<String> = attrs.keys().cloned().collect();
+        write_attrs(&mut doc, ResourceKind::User, &Map::new(), &attrs, &keys, &stamp("a")).unwrap();
+        doc.commit();
+        doc
+    }
+
+    #[test]
+    fn attributes_round_trip_through_the_document() {
+        let attrs = json!({"userName": "bob", "active": true, "name": {"givenName": "B"},
+                           "emails": [{"value": "b@x", "primary": true}], "n": 3, "f": 1.5});
+        let mut doc = new_user(attrs.clone());
+        assert_eq!(Value::Object(read_attrs(&doc, ResourceKind::User).unwrap()), attrs);
+        let view = materialize(&mut doc, ResourceKind::User).unwrap();
+        assert_eq!(view["id"], json!("id1"));
+        assert!(view["meta"]["version"].as_str().unwrap().starts_with("W/\""));
+    }
+
+    #[test]
+    fn writing_the_same_attributes_records_nothing() {
+        let attrs = json!({"userName": "bob", "active": true, "emails": [{"value": "b@x"}]});
+        let mut doc = new_user(attrs.clone());
+        let before = doc.get_heads();
+        let a = obj(attrs);
+        let changed = write_attrs(&mut doc, ResourceKind::User, &a, &a, &[], &stamp("a")).unwrap();
+        assert!(!changed);
+        doc.commit();
+        assert_eq!(doc.get_heads(), before);
+    }
+
+    #[test]
+    fn an_explicit_deactivation_is_written_even_when_unchanged() {
+        let mut doc = new_user(json!({"userName": "bob", "active": false}));
+        let before = doc.get_heads();
+        let a = obj(json!({"userName": "bob", "active": false}));
+        assert!(write_attrs(&mut doc, ResourceKind::User, &a, &a, &["active".into()], &stamp("a")).unwrap());
+        doc.commit();
+        assert_ne!(doc.get_heads(), before);
+    }
+
+    #[test]
+    fn concurrent_reactivation_loses_to_deactivation() {
+        let mut a = new_user(json!({"userName": "bob", "active": true}));
+        let mut b = a.fork().with_actor(automerge::ActorId::from(b"b".as_slice()));
+        let cur = obj(json!({"userName": "bob", "active": true}));
+        // b deactivates; a (busier: several writes) re-asserts active.
+        let off = obj(json!({"userName": "bob", "active": false}));
+        write_attrs(&mut b, ResourceKind::User, &cur, &off, &["active".into()], &stamp("b")).unwrap();
+        b.commit();
+        for _ in 0..3 {
+            write_attrs(&mut a, ResourceKind::User, &cur, &cur, &["active".into()], &stamp("a")).unwrap();
+            a.commit();
+        }
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        assert_eq!(read_attrs(&a, ResourceKind::User).unwrap()["active"], json!(false));
+        assert_eq!(materialize(&mut a, ResourceKind::User).unwrap(), materialize(&mut b, ResourceKind::User).unwrap());
+    }
+
+    #[test]
+    fn group_members_change_one_entry_at_a_time() {
+        let mut doc = AutoCommit::new();
+        init(&mut doc, ResourceKind::Group, "g", &stamp("a")).unwrap();
+        let members: Vec<Value> = (0..100).map(|i| json!({"value": format!("u{i:03}")})).collect();
+        let a = obj(json!({"displayName": "G", "members": members}));
+        write_attrs(&mut doc, ResourceKind::Group, &Map::new(), &a, &[], &stamp("a")).unwrap();
+        doc.commit();
+        let mut more = a.clone();
+        more["members"].as_array_mut().unwrap().push(json!({"value": "u999"}));
+        let heads = doc.get_heads();
+        write_attrs(&mut doc, ResourceKind::Group, &a, &more, &[], &stamp("a")).unwrap();
+        doc.commit();
+        let change = doc.save_after(&heads);
+        assert!(change.len() < 300, "one member add cost {} bytes", change.len());
+        assert_eq!(read_attrs(&doc, ResourceKind::Group).unwrap()["members"].as_array().unwrap().len(), 101);
+    }
+
+    #[test]
+    fn tombstones_are_visible() {
+        let mut doc = new_user(json!({"userName": "bob"}));
+        assert!(!is_deleted(&doc));
+        mark_deleted(&mut doc, &stamp("a")).unwrap();
+        doc.commit();
+        assert!(is_deleted(&doc));
     }
 }

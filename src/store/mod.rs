@@ -250,7 +250,12 @@ impl Store {
     /// How many live resources of one type one tenant has (keys only, no parsing).
     pub fn count(&self, tenant: &str, kind: ResourceKind) -> Result<usize, StoreError> {
         let prefix = keys::resource_prefix(tenant, kind);
-        self.prefix_keys(CF_VIEWS, &prefix).try_fold(0, |n, r| r.map(|_| n + 1))
+        let mut n = 0;
+        for key in self.prefix_keys(CF_VIEWS, &prefix) {
+            key?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn prefix_keys<'a>(&'a self, cf: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<Box<[u8]>, StoreError>> + 'a {
@@ -399,7 +404,7 @@ impl Store {
                     if name_guard.as_ref().map(|(n, _)| n) != Some(&new_norm) {
                         self.cache_put(key, doc);
                         drop(id_guard);
-                        name_guard = None;
+                        drop(name_guard.take());
                         let g = lock(&self.name_locks[stripe((tenant, new_norm.clone()))]);
                         name_guard = Some((new_norm, g));
                         continue;

@@ -151,6 +151,10 @@ async fn rename_keeps_id_and_frees_the_old_name() {
     assert_scim_error(s, &body, StatusCode::CONFLICT, Some("uniqueness"));
 }
 
+async fn get(r: &Region, q: &str) -> (StatusCode, Value) {
+    r.req(Method::GET, &format!("/Users?{q}"), None).await
+}
+
 #[tokio::test]
 async fn filters_sorting_paging_and_projection() {
     let r = Region::start();
@@ -162,38 +166,37 @@ async fn filters_sorting_paging_and_projection() {
         }))).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    let get = |q: &str| r.req(Method::GET, &format!("/Users?{q}"), None);
     let names = |v: &Value| -> Vec<String> {
         v["Resources"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap_or("").to_string()).collect()
     };
-    let (s, v) = get("filter=userName%20eq%20%22ALICE%22").await;
+    let (s, v) = get(&r, "filter=userName%20eq%20%22ALICE%22").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(names(&v), vec!["alice"]);
-    let (_, v) = get("filter=userName%20sw%20%22b%22%20or%20userName%20ew%20%22n%22&sortBy=userName").await;
+    let (_, v) = get(&r, "filter=userName%20sw%20%22b%22%20or%20userName%20ew%20%22n%22&sortBy=userName").await;
     assert_eq!(names(&v), vec!["bob", "erin"]);
-    let (_, v) = get("filter=emails%5Btype%20eq%20%22work%22%20and%20value%20co%20%22dave%22%5D").await;
+    let (_, v) = get(&r, "filter=emails%5Btype%20eq%20%22work%22%20and%20value%20co%20%22dave%22%5D").await;
     assert_eq!(names(&v), vec!["dave"]);
-    let (_, v) = get("filter=active%20eq%20true%20and%20not%20(userName%20eq%20%22carol%22)&sortBy=userName&sortOrder=descending").await;
+    let (_, v) = get(&r, "filter=active%20eq%20true%20and%20not%20(userName%20eq%20%22carol%22)&sortBy=userName&sortOrder=descending").await;
     assert_eq!(names(&v), vec!["erin", "bob"]);
-    let (_, v) = get("filter=userName%20eq%20%22nobody%22").await;
+    let (_, v) = get(&r, "filter=userName%20eq%20%22nobody%22").await;
     assert_eq!(v["totalResults"], json!(0));
     assert_eq!(v["Resources"], json!([]));
     // Paging.
-    let (_, v) = get("sortBy=userName&startIndex=2&count=2").await;
+    let (_, v) = get(&r, "sortBy=userName&startIndex=2&count=2").await;
     assert_eq!(v["totalResults"], json!(5));
     assert_eq!(v["startIndex"], json!(2));
     assert_eq!(v["itemsPerPage"], json!(2));
     assert_eq!(names(&v), vec!["bob", "carol"]);
-    let (_, v) = get("count=0").await;
+    let (_, v) = get(&r, "count=0").await;
     assert_eq!(v["totalResults"], json!(5));
     assert_eq!(v["Resources"], json!([]));
     // Projection.
-    let (_, v) = get("filter=userName%20eq%20%22bob%22&attributes=displayName").await;
+    let (_, v) = get(&r, "filter=userName%20eq%20%22bob%22&attributes=displayName").await;
     let u = &v["Resources"][0];
     assert_eq!(u["displayName"], json!("User 2"));
     assert!(u.get("id").is_some(), "id is returned always");
     assert!(u.get("emails").is_none(), "{u}");
-    let (_, v) = get("filter=userName%20eq%20%22bob%22&excludedAttributes=emails").await;
+    let (_, v) = get(&r, "filter=userName%20eq%20%22bob%22&excludedAttributes=emails").await;
     assert!(v["Resources"][0].get("emails").is_none());
     assert_eq!(v["Resources"][0]["userName"], json!("bob"));
     // POST /.search, per type and at the root.
@@ -211,11 +214,11 @@ async fn filters_sorting_paging_and_projection() {
     assert_eq!(v["totalResults"], json!(1));
     // Bad filters are invalidFilter.
     for bad in ["userName%20eq", "userName%20zz%20%22a%22", "(userName%20eq%20%22a%22", "userName%20eq%20%22a%22%20garbage"] {
-        let (s, v) = get(&format!("filter={bad}")).await;
+        let (s, v) = get(&r, &format!("filter={bad}")).await;
         assert_scim_error(s, &v, StatusCode::BAD_REQUEST, Some("invalidFilter"));
     }
     let deep = format!("filter={}userName%20pr{}", "(".repeat(100), ")".repeat(100));
-    let (s, v) = get(&deep).await;
+    let (s, v) = get(&r, &deep).await;
     assert_scim_error(s, &v, StatusCode::BAD_REQUEST, Some("invalidFilter"));
 }
 
