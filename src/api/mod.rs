@@ -99,8 +99,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
+}
+
+/// A bug must still answer with a SCIM error, not a dropped connection. Store writes commit
+/// atomically, so a panic leaves either the whole change or none of it.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError(ScimError::Internal("the request failed unexpectedly".into())).into_response()
 }
 
 /// Any SCIM error as an HTTP response with the SCIM error body.
@@ -320,7 +327,7 @@ pub async fn blocking<T: Send + 'static>(
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "store task failed");
-            Err(ApiError(ScimError::Internal("the request failed unexpectedly; nothing was written".into())))
+            Err(ApiError(ScimError::Internal("the request failed unexpectedly".into())))
         }
     }
 }

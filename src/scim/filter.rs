@@ -602,8 +602,19 @@ impl<'a> Parser<'a> {
             .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E')))
             .unwrap_or(rest.len());
         let text = &rest[..len];
-        let number = serde_json::from_str::<Number>(text)
-            .map_err(|_| self.error(start, &format!("invalid number '{text}'")))?;
+        let invalid = || self.error(start, &format!("invalid number '{text}'"));
+        // serde_json checks the JSON grammar; without its `float_roundtrip` feature it may round
+        // the last digit of a float, so floats are re-read with the standard library's exact
+        // parser to keep print/parse lossless.
+        let mut number = serde_json::from_str::<Number>(text).map_err(|_| invalid())?;
+        if number.is_f64() {
+            let exact = text
+                .parse::<f64>()
+                .ok()
+                .and_then(Number::from_f64)
+                .ok_or_else(invalid)?;
+            number = exact;
+        }
         self.pos += len;
         Ok(number)
     }
@@ -1336,10 +1347,11 @@ mod tests {
         };
         assert!(parse("a pr and b pr and c pr", &limits).is_ok());
         assert!(parse("not (a pr and b pr)", &limits).is_ok());
+        assert!(parse("((a pr))", &limits).is_ok());
         for text in [
             "a pr and b pr and c pr and d pr",
-            "((a pr))",
-            "not ((a pr))",
+            "(((a pr)))",
+            "not (((a pr)))",
             "x[(a pr and b pr)]",
         ] {
             let err = parse(text, &limits).unwrap_err();
@@ -2013,6 +2025,17 @@ mod tests {
                 Filter::And(a, b) => eval(a, user) && eval(b, user),
                 Filter::Or(a, b) => eval(a, user) || eval(b, user),
                 Filter::Not(a) => !eval(a, user),
+                // `pr` on a complex attribute asks for any non-empty sub-attribute.
+                Filter::Present(p) if p.name.eq_ignore_ascii_case("emails") && p.sub.is_none() => {
+                    user.get("emails")
+                        .and_then(Value::as_array)
+                        .is_some_and(|emails| {
+                            emails
+                                .iter()
+                                .filter_map(Value::as_object)
+                                .any(|e| e.values().any(|v| !v.is_null() && v != &json!("")))
+                        })
+                }
                 Filter::Present(p) | Filter::Compare { path: p, .. } => check(values(p, user), f),
                 Filter::ValuePath { filter, .. } => user
                     .get("emails")

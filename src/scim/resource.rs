@@ -147,7 +147,7 @@ pub fn normalize_value(
     value: &Value,
     name: &str,
 ) -> ScimResult<Option<Value>> {
-    normalize_attr(def, value, name, Mode::Client)
+    normalize_attr(def, value, Name::attr(name), Mode::Client)
 }
 
 /// Validate and canonicalise one element of a multi-valued attribute (or the value of a
@@ -157,7 +157,7 @@ pub fn normalize_element(
     value: &Value,
     name: &str,
 ) -> ScimResult<Option<Value>> {
-    normalize_single(def, value, name, Mode::Client)
+    normalize_single(def, value, Name::attr(name), Mode::Client)
 }
 
 /// Is `s` a spelling of a boolean that real clients send (`true`, `"True"`, `"false"`...)?
@@ -480,7 +480,7 @@ fn emit<'d>(
                 v => Some(v.clone()),
             }
         } else {
-            normalize_attr(def, raw, def.name, mode)?
+            normalize_attr(def, raw, Name::attr(def.name), mode)?
         };
         if let Some(v) = value {
             out.insert(def.name.to_string(), v);
@@ -588,7 +588,7 @@ fn normalize_attr(
 fn normalize_single(
     def: &'static AttrDef,
     value: &Value,
-    name: &str,
+    name: Name<'_>,
     mode: Mode,
 ) -> ScimResult<Option<Value>> {
     if value.is_null() {
@@ -626,12 +626,17 @@ fn normalize_single(
             }
             _ => return Err(wrong("an RFC 3339 dateTime string")),
         },
-        AttrType::Complex => {
-            let Value::Object(obj) = value else {
-                return Err(wrong("a JSON object"));
-            };
-            return normalize_complex(def, obj, name, mode);
-        }
+        AttrType::Complex => match value {
+            Value::Object(obj) => return normalize_complex(def, obj, name, mode),
+            // Entra writes the enterprise `manager` as the bare manager id
+            // (`"value": "26118915-6090-4610-87a4-49d0e2c8ef2d"`): read it as `{"value": id}`.
+            Value::String(_) if !def.multi_valued && def.sub_attribute("value").is_some() => {
+                let mut obj = Map::new();
+                obj.insert("value".into(), value.clone());
+                return normalize_complex(def, &obj, name, mode);
+            }
+            _ => return Err(wrong("a JSON object")),
+        },
     };
     Ok(Some(v))
 }
@@ -639,7 +644,7 @@ fn normalize_single(
 fn normalize_complex(
     def: &'static AttrDef,
     obj: &Map<String, Value>,
-    name: &str,
+    name: Name<'_>,
     mode: Mode,
 ) -> ScimResult<Option<Value>> {
     let mut gathered: Vec<(&'static AttrDef, &Value)> = Vec::new();
@@ -662,7 +667,7 @@ fn normalize_complex(
         let Some((_, raw)) = gathered.iter().find(|(d, _)| std::ptr::eq(*d, sub)) else {
             continue;
         };
-        let sub_name = format!("{name}.{}", sub.name);
+        let sub_name = name.sub(sub.name);
         let v = if sub.mutability == Mutability::ReadOnly {
             (!raw.is_null()).then(|| (*raw).clone())
         } else if raw.is_array() {
@@ -670,7 +675,7 @@ fn normalize_complex(
                 "sub-attribute '{sub_name}' is single-valued but a list was given"
             )));
         } else {
-            normalize_single(sub, raw, &sub_name, mode)?
+            normalize_single(sub, raw, sub_name, mode)?
         };
         if let Some(v) = v {
             out.insert(sub.name.to_string(), v);
@@ -699,6 +704,35 @@ fn normalize_complex(
     Ok(Some(Value::Object(out)))
 }
 
+/// An attribute path for error messages, formatted only when an error is reported: validating
+/// a 10,000-member group must not allocate a name per sub-attribute.
+#[derive(Debug, Clone, Copy)]
+struct Name<'a> {
+    attr: &'a str,
+    sub: Option<&'a str>,
+}
+
+impl<'a> Name<'a> {
+    fn attr(attr: &'a str) -> Self {
+        Name { attr, sub: None }
+    }
+    fn sub(self, sub: &'a str) -> Self {
+        Name {
+            attr: self.attr,
+            sub: Some(sub),
+        }
+    }
+}
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.sub {
+            Some(sub) => write!(f, "{}.{sub}", self.attr),
+            None => f.write_str(self.attr),
+        }
+    }
+}
+
 fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -707,5 +741,387 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::schema::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn user(body: Value) -> ScimResult<Value> {
+        normalize(ResourceKind::User, &body)
+    }
+
+    #[test]
+    fn canonicalises_names_and_orders_attributes() {
+        let out = user(json!({
+            "USERNAME": "bjensen",
+            "Name": {"GIVENNAME": "Barbara", "familyname": "Jensen"},
+            "schemas": [USER_SCHEMA],
+            "externalid": "x1",
+        }))
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "schemas": [USER_SCHEMA],
+                "externalId": "x1",
+                "userName": "bjensen",
+                "name": {"familyName": "Jensen", "givenName": "Barbara"},
+            })
+        );
+        let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["schemas", "externalId", "userName", "name"]);
+    }
+
+    #[test]
+    fn body_must_be_an_object() {
+        for body in [json!([]), json!("x"), json!(null), json!(1)] {
+            assert!(matches!(user(body), Err(ScimError::InvalidSyntax(_))));
+        }
+    }
+
+    #[test]
+    fn unknown_attributes_are_invalid_values_naming_them() {
+        let err = user(json!({"userName": "a", "shoeSize": 42})).unwrap_err();
+        assert!(
+            matches!(&err, ScimError::InvalidValue(d) if d.contains("shoeSize")),
+            "{err:?}"
+        );
+        let err = user(json!({"userName": "a", "name": {"nick": "x"}})).unwrap_err();
+        assert!(
+            matches!(&err, ScimError::InvalidValue(d) if d.contains("nick") && d.contains("name"))
+        );
+        let err = user(json!({"userName": "a", "department": "x"})).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains(ENTERPRISE_USER_SCHEMA)));
+        let err = normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "g", "userName": "a"}),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ScimError::InvalidValue(_)));
+    }
+
+    #[test]
+    fn schemas_must_be_known_urns() {
+        let err = user(json!({"userName": "a", "schemas": ["urn:x:y"]})).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("urn:x:y")));
+        assert!(user(json!({"userName": "a", "schemas": USER_SCHEMA})).is_err());
+        assert!(user(json!({"userName": "a", "schemas": [1]})).is_err());
+        assert!(normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "g", "schemas": [USER_SCHEMA]})
+        )
+        .is_err());
+        // Declaring the extension without using it is fine; it is not echoed back.
+        let out = user(json!({"userName": "a", "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA]}))
+            .unwrap();
+        assert_eq!(out["schemas"], json!([USER_SCHEMA]));
+    }
+
+    #[test]
+    fn extension_attributes_live_under_their_urn() {
+        let out = user(json!({
+            "userName": "a",
+            ENTERPRISE_USER_SCHEMA.to_uppercase(): {"EmployeeNumber": "7", "manager": {"value": "m1", "displayName": "Boss"}},
+        }))
+        .unwrap();
+        assert_eq!(out["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+        // manager.displayName is read-only: ignored.
+        assert_eq!(
+            out[ENTERPRISE_USER_SCHEMA],
+            json!({"employeeNumber": "7", "manager": {"value": "m1"}})
+        );
+        // URN-qualified keys fold into the same place.
+        let out = user(json!({
+            "userName": "a",
+            format!("{ENTERPRISE_USER_SCHEMA}:department"): "Sales",
+            format!("{USER_SCHEMA}:displayName"): "A",
+        }))
+        .unwrap();
+        assert_eq!(out[ENTERPRISE_USER_SCHEMA], json!({"department": "Sales"}));
+        assert_eq!(out["displayName"], "A");
+        let err = user(json!({"userName": "a", ENTERPRISE_USER_SCHEMA: "x"})).unwrap_err();
+        assert!(matches!(err, ScimError::InvalidValue(_)));
+        let err = user(json!({"userName": "a", ENTERPRISE_USER_SCHEMA: {"nope": 1}})).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("nope")));
+    }
+
+    #[test]
+    fn dotted_keys_merge_into_complex_attributes() {
+        let out =
+            user(json!({"userName": "a", "name": {"givenName": "B"}, "name.familyName": "J"}))
+                .unwrap();
+        assert_eq!(out["name"], json!({"familyName": "J", "givenName": "B"}));
+        assert!(user(json!({"userName": "a", "emails.value": "x@y"})).is_err());
+    }
+
+    #[test]
+    fn booleans_accept_entra_strings() {
+        for (given, want) in [
+            (json!("True"), true),
+            (json!("false"), false),
+            (json!(true), true),
+            (json!("FALSE"), false),
+        ] {
+            let out = user(json!({"userName": "a", "active": given})).unwrap();
+            assert_eq!(out["active"], json!(want));
+        }
+        let err = user(json!({"userName": "a", "active": "yes"})).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("active")));
+        let out = user(json!({"userName": "a", "emails": [{"value": "a@b", "primary": "True"}]}))
+            .unwrap();
+        assert_eq!(out["emails"][0]["primary"], true);
+    }
+
+    #[test]
+    fn type_checks_name_the_attribute() {
+        let cases = [
+            json!({"userName": 5}),
+            json!({"userName": "a", "displayName": ["x"]}),
+            json!({"userName": "a", "name": "x"}),
+            json!({"userName": "a", "emails": [{"value": 1}]}),
+            json!({"userName": "a", "emails": [["x"]]}),
+            json!({"userName": "a", "x509Certificates": [{"value": true}]}),
+            json!({"userName": "a", "profileUrl": {}}),
+        ];
+        for body in cases {
+            let err = user(body.clone()).unwrap_err();
+            assert!(matches!(err, ScimError::InvalidValue(_)), "{body}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn date_times_must_be_rfc3339() {
+        let err = normalize_value(
+            common_attributes()[2].sub_attribute("created").unwrap(),
+            &json!("yesterday"),
+            "meta.created",
+        )
+        .unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("meta.created")));
+        let ok = normalize_value(
+            common_attributes()[2].sub_attribute("created").unwrap(),
+            &json!("2024-05-01T10:00:00Z"),
+            "meta.created",
+        )
+        .unwrap();
+        assert_eq!(ok, Some(json!("2024-05-01T10:00:00Z")));
+    }
+
+    #[test]
+    fn multi_valued_single_value_is_wrapped() {
+        let out =
+            user(json!({"userName": "a", "emails": {"value": "a@b", "type": "work"}})).unwrap();
+        assert_eq!(out["emails"], json!([{"value": "a@b", "type": "work"}]));
+    }
+
+    #[test]
+    fn nulls_and_empty_lists_are_unassigned() {
+        let out = user(json!({
+            "userName": "a", "displayName": null, "emails": [], "phoneNumbers": [null],
+            "name": {"givenName": null}, "addresses": [{}], ENTERPRISE_USER_SCHEMA: {"department": null},
+        }))
+        .unwrap();
+        assert_eq!(out, json!({"schemas": [USER_SCHEMA], "userName": "a"}));
+    }
+
+    #[test]
+    fn read_only_attributes_are_ignored() {
+        let out = user(json!({
+            "userName": "a", "id": "client-chosen", "meta": {"version": "W/\"1\""},
+            "groups": [{"value": "g1"}],
+        }))
+        .unwrap();
+        assert_eq!(out, json!({"schemas": [USER_SCHEMA], "userName": "a"}));
+    }
+
+    #[test]
+    fn write_only_password_is_kept() {
+        let out = user(json!({"userName": "a", "password": "s3cret"})).unwrap();
+        assert_eq!(out["password"], "s3cret");
+    }
+
+    #[test]
+    fn required_attributes_must_be_present_and_non_empty() {
+        let err = user(json!({"displayName": "x"})).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("userName")));
+        assert!(user(json!({"userName": ""})).is_err());
+        assert!(user(json!({"userName": null})).is_err());
+        let err = normalize(ResourceKind::Group, &json!({"members": []})).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("displayName")));
+        let err = normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "g", "members": [{"display": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidValue(d) if d.contains("members.value")));
+    }
+
+    #[test]
+    fn at_most_one_primary() {
+        let err = user(json!({"userName": "a", "emails": [
+            {"value": "a@b", "primary": true}, {"value": "c@d", "primary": "True"}
+        ]}))
+        .unwrap_err();
+        assert!(
+            matches!(&err, ScimError::InvalidValue(d) if d.contains("emails") && d.contains("primary"))
+        );
+        assert!(user(json!({"userName": "a", "emails": [
+            {"value": "a@b", "primary": true}, {"value": "c@d", "primary": false}
+        ]}))
+        .is_ok());
+    }
+
+    #[test]
+    fn group_members_keep_what_the_client_sent() {
+        let out = normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "g", "members": [{"value": "u1", "display": "Ann", "type": "User", "$ref": "https://h/Users/u1"}]}),
+        )
+        .unwrap();
+        assert_eq!(out["schemas"], json!([GROUP_SCHEMA]));
+        assert_eq!(
+            out["members"][0],
+            json!({"value": "u1", "$ref": "https://h/Users/u1", "display": "Ann", "type": "User"})
+        );
+    }
+
+    #[test]
+    fn entra_manager_string_is_the_manager_id() {
+        let out =
+            user(json!({"userName": "a", ENTERPRISE_USER_SCHEMA: {"manager": "m1"}})).unwrap();
+        assert_eq!(
+            out[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"value": "m1"})
+        );
+    }
+
+    #[test]
+    fn normalize_stored_keeps_server_state() {
+        let stored = json!({
+            "schemas": [USER_SCHEMA], "id": "i1", "userName": "a",
+            "meta": {"resourceType": "User", "version": "W/\"3\""}, "groups": [{"value": "g1", "display": "G"}],
+        });
+        assert_eq!(
+            normalize_stored(ResourceKind::User, &stored).unwrap(),
+            stored
+        );
+    }
+
+    #[test]
+    fn replace_keeps_read_only_and_write_only_state() {
+        let existing = json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "i1", "userName": "a", "displayName": "Old",
+            "password": "p", "meta": {"resourceType": "User"}, "groups": [{"value": "g1"}],
+            ENTERPRISE_USER_SCHEMA: {"department": "D", "manager": {"value": "m1", "displayName": "Boss"}},
+        });
+        let incoming =
+            user(json!({"userName": "b", ENTERPRISE_USER_SCHEMA: {"manager": {"value": "m2"}}}))
+                .unwrap();
+        let out = replace(ResourceKind::User, &existing, &incoming).unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "i1", "meta": {"resourceType": "User"},
+                "userName": "b", "password": "p", "groups": [{"value": "g1"}],
+                ENTERPRISE_USER_SCHEMA: {"manager": {"value": "m2", "displayName": "Boss"}},
+            })
+        );
+    }
+
+    #[test]
+    fn replace_allows_a_new_member_list() {
+        let existing = json!({"schemas": [GROUP_SCHEMA], "id": "g", "displayName": "a", "members": [{"value": "u1"}]});
+        let incoming = normalize(
+            ResourceKind::Group,
+            &json!({"displayName": "b", "members": [{"value": "u2"}]}),
+        )
+        .unwrap();
+        // Replacing the whole member list is allowed: immutability is per member.
+        let out = replace(ResourceKind::Group, &existing, &incoming).unwrap();
+        assert_eq!(out["members"], json!([{"value": "u2"}]));
+        assert_eq!(out["id"], "g");
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            "[a-zA-Z0-9 .:@$-]{0,12}".prop_map(Value::String),
+            prop_oneof![
+                Just("True"),
+                Just("false"),
+                Just("2024-01-02T03:04:05Z"),
+                Just("")
+            ]
+            .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                Just("userName".to_string()),
+                Just("USERNAME".to_string()),
+                Just("name".to_string()),
+                Just("givenName".to_string()),
+                Just("emails".to_string()),
+                Just("value".to_string()),
+                Just("primary".to_string()),
+                Just("type".to_string()),
+                Just("active".to_string()),
+                Just("displayName".to_string()),
+                Just("members".to_string()),
+                Just("id".to_string()),
+                Just("meta".to_string()),
+                Just("groups".to_string()),
+                Just("schemas".to_string()),
+                Just(ENTERPRISE_USER_SCHEMA.to_string()),
+                Just("manager".to_string()),
+                Just("name.givenName".to_string()),
+                Just("password".to_string()),
+                Just("x509Certificates".to_string()),
+                Just(format!("{ENTERPRISE_USER_SCHEMA}:department")),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key, inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_is_idempotent_and_never_panics(body in arb_json(), group in any::<bool>()) {
+            let kind = if group { ResourceKind::Group } else { ResourceKind::User };
+            if let Ok(once) = normalize(kind, &body) {
+                prop_assert_eq!(normalize(kind, &once), Ok(once.clone()));
+                prop_assert_eq!(normalize_stored(kind, &once), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn normalize_of_plausible_users_is_idempotent(
+            user_name in "[a-z]{0,4}",
+            active in prop_oneof![Just(json!(true)), Just(json!("False")), Just(json!(null))],
+            emails in prop::collection::vec(("[a-z@.]{0,5}", any::<Option<bool>>()), 0..4),
+            dept in proptest::option::of("[A-Z]{0,3}"),
+        ) {
+            let emails: Vec<Value> = emails.into_iter().map(|(v, p)| json!({"VALUE": v, "primary": p})).collect();
+            let body = json!({
+                "userName": user_name, "active": active, "emails": emails,
+                ENTERPRISE_USER_SCHEMA: {"department": dept},
+            });
+            if let Ok(once) = normalize(ResourceKind::User, &body) {
+                prop_assert_eq!(normalize(ResourceKind::User, &once), Ok(once.clone()));
+            }
+        }
     }
 }

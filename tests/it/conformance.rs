@@ -1,5 +1,5 @@
 //! Conformance: the `scim2-tester` suite (via `scim2-cli`) against a live region; every check
-//! must be SUCCESS. `scripts/test` installs the pinned tool into `build/venv`; set `SCIM2_BIN`
+//! must be SUCCESS. `scripts/test` installs the pinned tool into `build/venv`; set `GEOSCIM_SCIM2`
 //! to use another copy.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::harness::Region;
 
 fn scim2_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SCIM2_BIN") {
+    if let Ok(p) = std::env::var("GEOSCIM_SCIM2") {
         return PathBuf::from(p);
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/venv/bin/scim2")
