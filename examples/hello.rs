@@ -9,9 +9,15 @@ use tokio::signal::unix::{signal, SignalKind};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = match std::env::args().nth(1).or_else(|| std::env::var("PORT").ok()) {
+    let port: u16 = match std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("PORT").ok())
+    {
         Some(p) => p.parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad port {p:?}: {e}"))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad port {p:?}: {e}"),
+            )
         })?,
         None => 0,
     };

@@ -270,7 +270,10 @@ impl Config {
             return invalid("scim.max_page_size", "must be at least 1");
         }
         if self.scim.default_page_size > self.scim.max_page_size {
-            return invalid("scim.default_page_size", "must not exceed scim.max_page_size");
+            return invalid(
+                "scim.default_page_size",
+                "must not exceed scim.max_page_size",
+            );
         }
         if self.scim.max_patch_ops == 0 {
             return invalid("scim.max_patch_ops", "must be at least 1");
@@ -357,7 +360,10 @@ mod tests {
                 ("GEOSCIM_HTTP__LISTEN", "127.0.0.1:0"),
                 ("GEOSCIM_SCIM__MAX_PAGE_SIZE", "50"),
                 ("GEOSCIM_SCIM__DEFAULT_PAGE_SIZE", "10"),
-                ("GEOSCIM_TOKENS", &format!("[{{tenant=\"t1\", sha256=\"{}\"}}]", "a".repeat(64))),
+                (
+                    "GEOSCIM_TOKENS",
+                    &format!("[{{tenant=\"t1\", sha256=\"{}\"}}]", "a".repeat(64)),
+                ),
                 ("GEOSCIM_UNRELATED_THING", "x"),
             ]),
         )

@@ -12,9 +12,16 @@ use crate::scim::list::list_response;
 use crate::scim::schema;
 use crate::scim::ScimError;
 
-pub async fn service_provider_config(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn service_provider_config(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     let base = base_url(&state, &headers);
-    let body = schema::service_provider_config(&base, state.config.scim.max_page_size, state.config.http.max_body_bytes);
+    let body = schema::service_provider_config(
+        &base,
+        state.config.scim.max_page_size,
+        state.config.http.max_body_bytes,
+    );
     scim_response(StatusCode::OK, &body)
 }
 
@@ -23,8 +30,16 @@ pub async fn schemas(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     scim_response(StatusCode::OK, &list_response(docs.len(), 1, docs))
 }
 
-pub async fn schema(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    find(schema::schema_documents(&base_url(&state, &headers)), &id, "schema")
+pub async fn schema(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    find(
+        schema::schema_documents(&base_url(&state, &headers)),
+        &id,
+        "schema",
+    )
 }
 
 pub async fn resource_types(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -32,8 +47,16 @@ pub async fn resource_types(State(state): State<Arc<AppState>>, headers: HeaderM
     scim_response(StatusCode::OK, &list_response(docs.len(), 1, docs))
 }
 
-pub async fn resource_type(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    find(schema::resource_type_documents(&base_url(&state, &headers)), &id, "resource type")
+pub async fn resource_type(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    find(
+        schema::resource_type_documents(&base_url(&state, &headers)),
+        &id,
+        "resource type",
+    )
 }
 
 fn find(docs: Vec<Value>, id: &str, what: &str) -> Result<Response, ApiError> {

@@ -45,11 +45,33 @@ impl Default for Metrics {
         });
         let in_flight = Gauge::default();
         let shed = Counter::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
-        registry.register("http_in_flight", "SCIM requests being handled", in_flight.clone());
-        registry.register("http_shed", "SCIM requests refused with 503 under overload", shed.clone());
-        Metrics { registry, requests, latency, in_flight, shed }
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "http_in_flight",
+            "SCIM requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "http_shed",
+            "SCIM requests refused with 503 under overload",
+            shed.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            shed,
+        }
     }
 }
 

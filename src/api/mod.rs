@@ -65,8 +65,16 @@ pub fn token_hash(token: &str) -> String {
 /// The router of one region.
 pub fn app(state: Arc<AppState>) -> Router {
     let scim = Router::new()
-        .route("/Users", get(resources::list_users).post(resources::create_user).fallback(not_allowed))
-        .route("/Users/.search", post(resources::search_users).fallback(not_allowed))
+        .route(
+            "/Users",
+            get(resources::list_users)
+                .post(resources::create_user)
+                .fallback(not_allowed),
+        )
+        .route(
+            "/Users/.search",
+            post(resources::search_users).fallback(not_allowed),
+        )
         .route(
             "/Users/{id}",
             get(resources::get_user)
@@ -75,8 +83,16 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .delete(resources::delete_user)
                 .fallback(not_allowed),
         )
-        .route("/Groups", get(resources::list_groups).post(resources::create_group).fallback(not_allowed))
-        .route("/Groups/.search", post(resources::search_groups).fallback(not_allowed))
+        .route(
+            "/Groups",
+            get(resources::list_groups)
+                .post(resources::create_group)
+                .fallback(not_allowed),
+        )
+        .route(
+            "/Groups/.search",
+            post(resources::search_groups).fallback(not_allowed),
+        )
         .route(
             "/Groups/{id}",
             get(resources::get_group)
@@ -85,12 +101,27 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .delete(resources::delete_group)
                 .fallback(not_allowed),
         )
-        .route("/.search", post(resources::search_all).fallback(not_allowed))
-        .route("/ServiceProviderConfig", get(discovery::service_provider_config).fallback(not_allowed))
+        .route(
+            "/.search",
+            post(resources::search_all).fallback(not_allowed),
+        )
+        .route(
+            "/ServiceProviderConfig",
+            get(discovery::service_provider_config).fallback(not_allowed),
+        )
         .route("/Schemas", get(discovery::schemas).fallback(not_allowed))
-        .route("/Schemas/{id}", get(discovery::schema).fallback(not_allowed))
-        .route("/ResourceTypes", get(discovery::resource_types).fallback(not_allowed))
-        .route("/ResourceTypes/{id}", get(discovery::resource_type).fallback(not_allowed))
+        .route(
+            "/Schemas/{id}",
+            get(discovery::schema).fallback(not_allowed),
+        )
+        .route(
+            "/ResourceTypes",
+            get(discovery::resource_types).fallback(not_allowed),
+        )
+        .route(
+            "/ResourceTypes/{id}",
+            get(discovery::resource_type).fallback(not_allowed),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), shed_load));
@@ -99,15 +130,23 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .with_state(state)
 }
 
 /// A bug must still answer with a SCIM error, not a dropped connection. Store writes commit
 /// atomically, so a panic leaves either the whole change or none of it.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError(ScimError::Internal("the request failed unexpectedly".into())).into_response()
+    ApiError(ScimError::Internal(
+        "the request failed unexpectedly".into(),
+    ))
+    .into_response()
 }
 
 /// Any SCIM error as an HTTP response with the SCIM error body.
@@ -137,13 +176,18 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = scim_response(status, &self.0.to_json());
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -153,7 +197,9 @@ impl IntoResponse for ApiError {
 pub fn scim_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     response
 }
 
@@ -162,7 +208,9 @@ async fn not_found() -> ApiError {
 }
 
 async fn not_allowed() -> ApiError {
-    ApiError(ScimError::MethodNotAllowed("this endpoint does not support this method".into()))
+    ApiError(ScimError::MethodNotAllowed(
+        "this endpoint does not support this method".into(),
+    ))
 }
 
 /// The tenant a request acts for, set by [`authenticate`].
@@ -170,17 +218,24 @@ async fn not_allowed() -> ApiError {
 pub struct Tenant(pub String);
 
 /// Bearer token → tenant; 401 otherwise.
-async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
         });
     let Some(token) = token else {
-        return ApiError(ScimError::Unauthorized("a bearer token is required".into())).into_response();
+        return ApiError(ScimError::Unauthorized("a bearer token is required".into()))
+            .into_response();
     };
     let Some(tenant) = state.tokens.get(&token_hash(&token)) else {
         return ApiError(ScimError::Unauthorized("unknown bearer token".into())).into_response();
@@ -216,7 +271,11 @@ async fn shed_load(State(state): State<Arc<AppState>>, request: Request, next: N
     next.run(request).await
 }
 
-async fn record_metrics(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn record_metrics(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -225,11 +284,21 @@ async fn record_metrics(State(state): State<Arc<AppState>>, request: Request, ne
     let method = request.method().to_string();
     let start = Instant::now();
     let response = next.run(request).await;
-    state.metrics.latency.get_or_create(&metrics::RouteLabels { route: route.clone() }).observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .latency
+        .get_or_create(&metrics::RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
     state
         .metrics
         .requests
-        .get_or_create(&metrics::RequestLabels { route, method, status: response.status().as_u16() })
+        .get_or_create(&metrics::RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }
@@ -269,7 +338,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         ),
     };
     let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -280,7 +352,10 @@ pub struct ScimJson(pub Value);
 impl FromRequest<Arc<AppState>> for ScimJson {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request<Body>, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        request: Request<Body>,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
             if !ct.is_empty() && !ct.contains("json") {
@@ -291,13 +366,18 @@ impl FromRequest<Arc<AppState>> for ScimJson {
             }
         }
         let limit = state.config.http.max_body_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
-            ApiError(ScimError::PayloadTooLarge(format!(
-                "the request body exceeds http.max_body_bytes ({limit} bytes)"
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError(ScimError::PayloadTooLarge(format!(
+                    "the request body exceeds http.max_body_bytes ({limit} bytes)"
+                )))
+            })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError(ScimError::InvalidSyntax(format!(
+                "the body is not valid JSON: {e}"
             )))
         })?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError(ScimError::InvalidSyntax(format!("the body is not valid JSON: {e}"))))?;
         Ok(ScimJson(value))
     }
 }
@@ -317,7 +397,17 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}/scim/v2")
 }
 
-/// Run blocking store work off the async runtime.
+/// Run a short store read on the current task: point reads hit RocksDB's memtable or block
+/// cache and take microseconds, less than a hand-off to the blocking pool would cost.
+pub fn inline<T>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, ApiError> {
+    f(&state.store).map_err(ApiError::from)
+}
+
+/// Run blocking store work (writes, which wait for the WAL sync, and scans) off the async
+/// runtime.
 pub async fn blocking<T: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -327,7 +417,9 @@ pub async fn blocking<T: Send + 'static>(
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "store task failed");
-            Err(ApiError(ScimError::Internal("the request failed unexpectedly".into())))
+            Err(ApiError(ScimError::Internal(
+                "the request failed unexpectedly".into(),
+            )))
         }
     }
 }

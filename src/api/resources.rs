@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{Map, Value};
 
-use super::{base_url, blocking, scim_response, ApiError, AppState, ScimJson, Tenant};
+use super::{base_url, blocking, inline, scim_response, ApiError, AppState, ScimJson, Tenant};
 use crate::scim::filter::{self, AttrPath, FilterLimits};
 use crate::scim::list::{self, ListLimits, ListQuery};
 use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
@@ -42,7 +42,10 @@ fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// The stored attributes of a normalised resource: everything but `schemas`, `id`, `meta`.
@@ -71,10 +74,19 @@ fn as_resource(kind: ResourceKind, attrs: &Map<String, Value>) -> Value {
 }
 
 /// Render a stored view for the client (see the module doc).
-fn render(store: &Store, tenant: &str, kind: ResourceKind, mut view: Value, base: &str) -> Result<Value, StoreError> {
+fn render(
+    store: &Store,
+    tenant: &str,
+    kind: ResourceKind,
+    mut view: Value,
+    base: &str,
+) -> Result<Value, StoreError> {
     let id = view["id"].as_str().unwrap_or_default().to_string();
     if let Some(meta) = view.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.insert("location".into(), Value::String(format!("{base}/{}/{id}", kind.endpoint())));
+        meta.insert(
+            "location".into(),
+            Value::String(format!("{base}/{}/{id}", kind.endpoint())),
+        );
     }
     match kind {
         ResourceKind::User => {
@@ -85,9 +97,17 @@ fn render(store: &Store, tenant: &str, kind: ResourceKind, mut view: Value, base
         }
         ResourceKind::Group => {
             if let Some(members) = view.get("members").and_then(Value::as_array) {
-                let ids: Vec<&str> = members.iter().map(|m| m["value"].as_str().unwrap_or_default()).collect();
+                let ids: Vec<&str> = members
+                    .iter()
+                    .map(|m| m["value"].as_str().unwrap_or_default())
+                    .collect();
                 let live = store.live_ids(tenant, &ids)?;
-                let kept: Vec<Value> = members.iter().zip(live).filter(|(_, l)| *l).map(|(m, _)| m.clone()).collect();
+                let kept: Vec<Value> = members
+                    .iter()
+                    .zip(live)
+                    .filter(|(_, l)| *l)
+                    .map(|(m, _)| m.clone())
+                    .collect();
                 if kept.is_empty() {
                     view.as_object_mut().map(|m| m.remove("members"));
                 } else {
@@ -109,7 +129,12 @@ fn insert_before_meta(view: &mut Value, key: &str, value: Value) {
     }
 }
 
-fn resource_response(status: StatusCode, body: &Value, version: &str, location: Option<&str>) -> Response {
+fn resource_response(
+    status: StatusCode,
+    body: &Value,
+    version: &str,
+    location: Option<&str>,
+) -> Response {
     let mut response = scim_response(status, body);
     if let Ok(v) = HeaderValue::from_str(version) {
         response.headers_mut().insert(header::ETAG, v);
@@ -122,49 +147,134 @@ fn resource_response(status: StatusCode, body: &Value, version: &str, location: 
 
 // ---- handlers (thin wrappers binding the resource kind) ----
 
-pub async fn list_users(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, q: RawQuery) -> Result<Response, ApiError> {
+pub async fn list_users(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
     list_get(s, t, h, q, ResourceKind::User).await
 }
-pub async fn list_groups(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, q: RawQuery) -> Result<Response, ApiError> {
+pub async fn list_groups(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
     list_get(s, t, h, q, ResourceKind::Group).await
 }
-pub async fn search_users(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn search_users(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     search(s, t, h, b, &[ResourceKind::User]).await
 }
-pub async fn search_groups(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn search_groups(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     search(s, t, h, b, &[ResourceKind::Group]).await
 }
-pub async fn search_all(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn search_all(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     search(s, t, h, b, &[ResourceKind::User, ResourceKind::Group]).await
 }
-pub async fn create_user(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn create_user(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     create(s, t, h, b, ResourceKind::User).await
 }
-pub async fn create_group(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn create_group(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     create(s, t, h, b, ResourceKind::Group).await
 }
-pub async fn get_user(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>, q: RawQuery) -> Result<Response, ApiError> {
+pub async fn get_user(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
     get_one(s, t, h, p, q, ResourceKind::User).await
 }
-pub async fn get_group(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>, q: RawQuery) -> Result<Response, ApiError> {
+pub async fn get_group(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
     get_one(s, t, h, p, q, ResourceKind::Group).await
 }
-pub async fn replace_user(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>, q: RawQuery, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn replace_user(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+    q: RawQuery,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     replace(s, t, h, p, q, b, ResourceKind::User).await
 }
-pub async fn replace_group(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>, q: RawQuery, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn replace_group(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+    q: RawQuery,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     replace(s, t, h, p, q, b, ResourceKind::Group).await
 }
-pub async fn patch_user(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>, q: RawQuery, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn patch_user(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+    q: RawQuery,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     patch_one(s, t, h, p, q, b, ResourceKind::User).await
 }
-pub async fn patch_group(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>, q: RawQuery, b: ScimJson) -> Result<Response, ApiError> {
+pub async fn patch_group(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+    q: RawQuery,
+    b: ScimJson,
+) -> Result<Response, ApiError> {
     patch_one(s, t, h, p, q, b, ResourceKind::Group).await
 }
-pub async fn delete_user(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>) -> Result<Response, ApiError> {
+pub async fn delete_user(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+) -> Result<Response, ApiError> {
     delete(s, t, h, p, ResourceKind::User).await
 }
-pub async fn delete_group(s: State<Arc<AppState>>, t: Extension<Tenant>, h: HeaderMap, p: Path<String>) -> Result<Response, ApiError> {
+pub async fn delete_group(
+    s: State<Arc<AppState>>,
+    t: Extension<Tenant>,
+    h: HeaderMap,
+    p: Path<String>,
+) -> Result<Response, ApiError> {
     delete(s, t, h, p, ResourceKind::Group).await
 }
 
@@ -200,13 +310,22 @@ async fn run_list(
     kinds: Vec<ResourceKind>,
 ) -> Result<Response, ApiError> {
     let base = base_url(&state, &headers);
-    let body = blocking(&state, move |store| list_in_store(store, &tenant, &kinds, &query, &base)).await?;
+    let body = blocking(&state, move |store| {
+        list_in_store(store, &tenant, &kinds, &query, &base)
+    })
+    .await?;
     Ok(scim_response(StatusCode::OK, &body))
 }
 
 /// Evaluate a list query: index lookups for required equality terms on indexed attributes, a
 /// scan of the tenant's views otherwise; a plain page (no filter, no sort) parses only the page.
-fn list_in_store(store: &Store, tenant: &str, kinds: &[ResourceKind], q: &ListQuery, base: &str) -> Result<Value, StoreError> {
+fn list_in_store(
+    store: &Store,
+    tenant: &str,
+    kinds: &[ResourceKind],
+    q: &ListQuery,
+    base: &str,
+) -> Result<Value, StoreError> {
     let skip = q.start_index.max(1) - 1;
     if kinds.len() == 1 && q.filter.is_none() && q.sort_by.is_none() {
         let kind = kinds[0];
@@ -215,7 +334,12 @@ fn list_in_store(store: &Store, tenant: &str, kinds: &[ResourceKind], q: &ListQu
         if q.count > 0 {
             for view in store.scan(tenant, kind).skip(skip).take(q.count) {
                 let view = render(store, tenant, kind, view?, base)?;
-                page.push(list::project(&view, kind, &q.attributes, &q.excluded_attributes));
+                page.push(list::project(
+                    &view,
+                    kind,
+                    &q.attributes,
+                    &q.excluded_attributes,
+                ));
             }
         }
         return Ok(list::list_response(total, q.start_index.max(1), page));
@@ -223,7 +347,11 @@ fn list_in_store(store: &Store, tenant: &str, kinds: &[ResourceKind], q: &ListQu
     let mut matched: Vec<(ResourceKind, Value)> = Vec::new();
     for &kind in kinds {
         let mut views = Vec::new();
-        match q.filter.as_ref().and_then(|f| indexed_candidates(store, tenant, kind, f).transpose()) {
+        match q
+            .filter
+            .as_ref()
+            .and_then(|f| indexed_candidates(store, tenant, kind, f).transpose())
+        {
             Some(ids) => {
                 for id in ids? {
                     if let Some(s) = store.get(tenant, kind, &id)? {
@@ -249,14 +377,24 @@ fn list_in_store(store: &Store, tenant: &str, kinds: &[ResourceKind], q: &ListQu
     let mut page = Vec::new();
     for (kind, view) in matched.into_iter().skip(skip).take(q.count) {
         let view = render(store, tenant, kind, view, base)?;
-        page.push(list::project(&view, kind, &q.attributes, &q.excluded_attributes));
+        page.push(list::project(
+            &view,
+            kind,
+            &q.attributes,
+            &q.excluded_attributes,
+        ));
     }
     Ok(list::list_response(total, q.start_index.max(1), page))
 }
 
 /// Candidate ids from the index when the filter requires `attr eq "value"` on an indexed
 /// attribute; `None` when it does not (scan instead). Candidates are re-checked by the filter.
-fn indexed_candidates(store: &Store, tenant: &str, kind: ResourceKind, f: &filter::Filter) -> Result<Option<Vec<String>>, StoreError> {
+fn indexed_candidates(
+    store: &Store,
+    tenant: &str,
+    kind: ResourceKind,
+    f: &filter::Filter,
+) -> Result<Option<Vec<String>>, StoreError> {
     for (path, value) in filter::required_eq(f) {
         if let Some(attr) = index_name(kind, &path) {
             let mut ids = store.lookup(tenant, kind, attr, &value)?;
@@ -279,7 +417,10 @@ fn index_name(kind: ResourceKind, path: &AttrPath) -> Option<&'static str> {
         Some(sub) => format!("{}.{}", path.name, sub),
         None => path.name.clone(),
     };
-    indexed_attrs(kind).iter().copied().find(|a| a.eq_ignore_ascii_case(&full))
+    indexed_attrs(kind)
+        .iter()
+        .copied()
+        .find(|a| a.eq_ignore_ascii_case(&full))
 }
 
 async fn create(
@@ -299,14 +440,27 @@ async fn create(
         Ok((stored, view))
     })
     .await?;
-    let location = view["meta"]["location"].as_str().unwrap_or_default().to_string();
-    Ok(resource_response(StatusCode::CREATED, &view, &stored.version, Some(&location)))
+    let location = view["meta"]["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(resource_response(
+        StatusCode::CREATED,
+        &view,
+        &stored.version,
+        Some(&location),
+    ))
 }
 
-fn projection(state: &AppState, raw: Option<String>) -> Result<(Vec<AttrPath>, Vec<AttrPath>), ApiError> {
+fn projection(
+    state: &AppState,
+    raw: Option<String>,
+) -> Result<(Vec<AttrPath>, Vec<AttrPath>), ApiError> {
     let pairs: Vec<(String, String)> = query_pairs(raw)
         .into_iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("attributes") || k.eq_ignore_ascii_case("excludedAttributes"))
+        .filter(|(k, _)| {
+            k.eq_ignore_ascii_case("attributes") || k.eq_ignore_ascii_case("excludedAttributes")
+        })
         .collect();
     let q = list::parse_query(&pairs, &limits(state))?;
     Ok((q.attributes, q.excluded_attributes))
@@ -316,7 +470,9 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
     if crate::ids::is_plausible_id(id) {
         Ok(())
     } else {
-        Err(ApiError(ScimError::NotFound("no resource with this id".into())))
+        Err(ApiError(ScimError::NotFound(
+            "no resource with this id".into(),
+        )))
     }
 }
 
@@ -331,14 +487,13 @@ async fn get_one(
     checked_id(&id)?;
     let (attributes, excluded) = projection(&state, raw)?;
     let base = base_url(&state, &headers);
-    let found = blocking(&state, move |store| {
+    let found = inline(&state, |store| {
         let Some(stored) = store.get(&tenant, kind, &id)? else {
             return Err(StoreError::NotFound(id));
         };
         let view = render(store, &tenant, kind, stored.view.clone(), &base)?;
         Ok((stored, view))
-    })
-    .await?;
+    })?;
     let (stored, view) = found;
     if let Some(tag) = header_str(&headers, header::IF_NONE_MATCH) {
         if crate::store::etag_matches(&tag, &stored.version) {
@@ -350,7 +505,12 @@ async fn get_one(
         }
     }
     let body = list::project(&view, kind, &attributes, &excluded);
-    Ok(resource_response(StatusCode::OK, &body, &stored.version, None))
+    Ok(resource_response(
+        StatusCode::OK,
+        &body,
+        &stored.version,
+        None,
+    ))
 }
 
 async fn replace(
@@ -377,7 +537,12 @@ async fn replace(
     })
     .await?;
     let body = list::project(&view, kind, &attributes, &excluded);
-    Ok(resource_response(StatusCode::OK, &body, &stored.version, None))
+    Ok(resource_response(
+        StatusCode::OK,
+        &body,
+        &stored.version,
+        None,
+    ))
 }
 
 async fn patch_one(
@@ -390,7 +555,11 @@ async fn patch_one(
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
-    let ops = patch::parse_request(&body, state.config.scim.max_patch_ops, &filter_limits(&state))?;
+    let ops = patch::parse_request(
+        &body,
+        state.config.scim.max_patch_ops,
+        &filter_limits(&state),
+    )?;
     let (attributes, excluded) = projection(&state, raw)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let base = base_url(&state, &headers);
@@ -405,7 +574,12 @@ async fn patch_one(
     })
     .await?;
     let body = list::project(&view, kind, &attributes, &excluded);
-    Ok(resource_response(StatusCode::OK, &body, &stored.version, None))
+    Ok(resource_response(
+        StatusCode::OK,
+        &body,
+        &stored.version,
+        None,
+    ))
 }
 
 async fn delete(
@@ -417,6 +591,9 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
     let if_match = header_str(&headers, header::IF_MATCH);
-    blocking(&state, move |store| store.delete(&tenant, kind, &id, if_match.as_deref())).await?;
+    blocking(&state, move |store| {
+        store.delete(&tenant, kind, &id, if_match.as_deref())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

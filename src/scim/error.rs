@@ -70,8 +70,8 @@ impl ScimError {
     pub fn status(&self) -> u16 {
         use ScimError::*;
         match self {
-            InvalidFilter(_) | InvalidPath(_) | InvalidSyntax(_) | InvalidValue(_) | Mutability(_)
-            | NoTarget(_) | TooMany(_) | BadRequest(_) => 400,
+            InvalidFilter(_) | InvalidPath(_) | InvalidSyntax(_) | InvalidValue(_)
+            | Mutability(_) | NoTarget(_) | TooMany(_) | BadRequest(_) => 400,
             Unauthorized(_) => 401,
             NotFound(_) => 404,
             MethodNotAllowed(_) => 405,
@@ -104,10 +104,23 @@ impl ScimError {
     pub fn detail(&self) -> &str {
         use ScimError::*;
         match self {
-            InvalidFilter(d) | InvalidPath(d) | InvalidSyntax(d) | InvalidValue(d)
-            | Mutability(d) | NoTarget(d) | TooMany(d) | BadRequest(d) | Unauthorized(d)
-            | NotFound(d) | MethodNotAllowed(d) | Uniqueness(d) | PreconditionFailed(d)
-            | PayloadTooLarge(d) | UnsupportedMediaType(d) | Unavailable(d) | Internal(d) => d,
+            InvalidFilter(d)
+            | InvalidPath(d)
+            | InvalidSyntax(d)
+            | InvalidValue(d)
+            | Mutability(d)
+            | NoTarget(d)
+            | TooMany(d)
+            | BadRequest(d)
+            | Unauthorized(d)
+            | NotFound(d)
+            | MethodNotAllowed(d)
+            | Uniqueness(d)
+            | PreconditionFailed(d)
+            | PayloadTooLarge(d)
+            | UnsupportedMediaType(d)
+            | Unavailable(d)
+            | Internal(d) => d,
         }
     }
 

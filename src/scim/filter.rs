@@ -1500,7 +1500,7 @@ mod tests {
         // The same instant written in another offset is equal, and ordering is chronological
         // rather than lexical.
         assert!(m(r#"meta.lastModified eq "2011-05-13T06:42:34+02:00""#));
-        assert!(m(r#"meta.lastModified lt "2011-05-13T05:00:00+00:30""#) == false);
+        assert!(!m(r#"meta.lastModified lt "2011-05-13T05:00:00+00:30""#));
         assert!(m(r#"meta.lastModified lt "2011-05-13T06:00:00+01:00""#));
         assert!(m(r#"meta.created lt "2011-01-01T00:00:00.5Z""#));
         assert!(m(r#"meta.created sw "2010-01""#));

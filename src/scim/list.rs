@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::error::{ScimError, ScimResult};
 use super::filter::{self, get_ci, AttrPath, Filter, FilterLimits};
-use super::schema::{self, AttrDef, AttrType, Resolved, ResourceKind, Returned, Schema};
+use super::schema::{self, AttrDef, AttrType, Resolved, ResourceKind, Returned};
 
 /// A parsed list/search request.
 #[derive(Debug, Clone, PartialEq)]
@@ -465,7 +465,7 @@ pub fn project(
             out.insert(key.clone(), value.clone());
             continue;
         }
-        if let Some(ext) = extension_schema(kind, key) {
+        if let Some(ext) = kind.extension(key) {
             if let Value::Object(inner) = value {
                 let projected = project_members(inner, &selection, |name| {
                     schema::resolve(kind, Some(ext.id), name, None)
@@ -485,14 +485,6 @@ pub fn project(
         }
     }
     Value::Object(out)
-}
-
-/// The extension schema whose URN is `key`, if `kind` allows one.
-fn extension_schema(kind: ResourceKind, key: &str) -> Option<&'static Schema> {
-    kind.extensions()
-        .iter()
-        .map(|(s, _)| *s)
-        .find(|s| s.id.eq_ignore_ascii_case(key))
 }
 
 fn selector(kind: ResourceKind, path: &AttrPath) -> Option<Selector> {
@@ -645,4 +637,736 @@ pub fn list_response(total_results: usize, start_index: usize, resources: Vec<Va
         "itemsPerPage": resources.len(),
         "Resources": resources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::schema::{
+        Mutability, Schema, Uniqueness, ENTERPRISE_USER_SCHEMA, USER_SCHEMA,
+    };
+    use serde_json::json;
+
+    const ENTERPRISE: &str = ENTERPRISE_USER_SCHEMA;
+
+    fn limits() -> ListLimits {
+        ListLimits {
+            filter: FilterLimits::default(),
+            default_count: 100,
+            max_count: 500,
+        }
+    }
+
+    fn query(params: &[(&str, &str)]) -> ScimResult<ListQuery> {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_query(&params, &limits())
+    }
+
+    fn q(params: &[(&str, &str)]) -> ListQuery {
+        query(params).unwrap()
+    }
+
+    fn path(text: &str) -> AttrPath {
+        filter::parse_attr_path(text).unwrap()
+    }
+
+    fn paths(texts: &[&str]) -> Vec<AttrPath> {
+        texts.iter().map(|t| path(t)).collect()
+    }
+
+    // --- query parameters ----------------------------------------------------------------------
+
+    #[test]
+    fn no_parameters_mean_the_defaults() {
+        let query = q(&[]);
+        assert_eq!(query, ListQuery::defaults(&limits()));
+        assert_eq!(
+            (query.start_index, query.count, query.descending),
+            (1, 100, false)
+        );
+        let small = ListLimits {
+            default_count: 1000,
+            max_count: 50,
+            ..limits()
+        };
+        assert_eq!(
+            parse_query(&[], &small).unwrap().count,
+            50,
+            "the default is capped too"
+        );
+    }
+
+    #[test]
+    fn parameter_names_are_case_insensitive() {
+        let query = q(&[
+            ("FILTER", r#"userName eq "bjensen""#),
+            ("SortBy", "name.familyName"),
+            ("sortorder", "DESCENDING"),
+            ("StartIndex", "5"),
+            ("COUNT", "10"),
+            ("Attributes", "userName"),
+            ("excludedattributes", "emails"),
+        ]);
+        assert!(query.filter.is_some());
+        assert_eq!(query.sort_by, Some(path("name.familyName")));
+        assert!(query.descending);
+        assert_eq!((query.start_index, query.count), (5, 10));
+        assert_eq!(query.attributes, paths(&["userName"]));
+        assert_eq!(query.excluded_attributes, paths(&["emails"]));
+    }
+
+    #[test]
+    fn unknown_parameters_are_ignored() {
+        assert_eq!(
+            q(&[("foo", "bar"), ("domain", "x")]),
+            ListQuery::defaults(&limits())
+        );
+    }
+
+    #[test]
+    fn a_repeated_parameter_is_a_bad_request() {
+        let err = query(&[("filter", "a pr"), ("Filter", "b pr")]).unwrap_err();
+        assert!(
+            matches!(&err, ScimError::BadRequest(d) if d.contains("'Filter'")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn start_index_below_one_is_one() {
+        assert_eq!(q(&[("startIndex", "0")]).start_index, 1);
+        assert_eq!(q(&[("startIndex", "-7")]).start_index, 1);
+        assert_eq!(q(&[("startIndex", " 3 ")]).start_index, 3);
+        assert_eq!(
+            q(&[("startIndex", "99999999999999999999999")]).start_index as u64,
+            i64::MAX as u64
+        );
+    }
+
+    #[test]
+    fn non_numeric_start_index_or_count_is_a_bad_request_naming_it() {
+        for (name, value) in [
+            ("startIndex", "abc"),
+            ("count", "1.5"),
+            ("count", ""),
+            ("startIndex", "--1"),
+        ] {
+            let err = query(&[(name, value)]).unwrap_err();
+            assert!(
+                matches!(&err, ScimError::BadRequest(d) if d.contains(name) && d.contains(&format!("\"{value}\""))),
+                "{err}"
+            );
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn count_is_clamped_between_zero_and_the_maximum() {
+        assert_eq!(q(&[("count", "-1")]).count, 0);
+        assert_eq!(q(&[("count", "0")]).count, 0);
+        assert_eq!(q(&[("count", "42")]).count, 42);
+        assert_eq!(q(&[("count", "501")]).count, 500);
+        assert_eq!(q(&[("count", "+7")]).count, 7);
+    }
+
+    #[test]
+    fn sort_order_is_ascending_or_descending_in_any_case() {
+        assert!(!q(&[("sortOrder", "Ascending")]).descending);
+        assert!(q(&[("sortOrder", "descending")]).descending);
+        let err = query(&[("sortOrder", "down")]).unwrap_err();
+        assert!(
+            matches!(&err, ScimError::BadRequest(d) if d.contains("\"down\"")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn attribute_lists_are_comma_separated_paths() {
+        let query = q(&[(
+            "attributes",
+            format!(" userName, name.givenName ,{ENTERPRISE}:employeeNumber,").as_str(),
+        )]);
+        assert_eq!(
+            query.attributes,
+            vec![
+                path("userName"),
+                path("name.givenName"),
+                AttrPath {
+                    uri: Some(ENTERPRISE.into()),
+                    name: "employeeNumber".into(),
+                    sub: None
+                },
+            ]
+        );
+        let err = query_err(&[("excludedAttributes", "userName,bad path")]);
+        assert!(
+            matches!(&err, ScimError::InvalidPath(d) if d.contains("'bad path'")),
+            "{err}"
+        );
+        assert!(matches!(
+            query_err(&[("sortBy", "a.b.c")]),
+            ScimError::InvalidPath(_)
+        ));
+    }
+
+    fn query_err(params: &[(&str, &str)]) -> ScimError {
+        query(params).unwrap_err()
+    }
+
+    #[test]
+    fn filters_are_parsed_and_blank_ones_ignored() {
+        assert_eq!(q(&[("filter", "  ")]).filter, None);
+        assert_eq!(q(&[("sortBy", "")]).sort_by, None);
+        assert!(matches!(
+            query_err(&[("filter", "userName eq")]),
+            ScimError::InvalidFilter(_)
+        ));
+        let tight = ListLimits {
+            filter: FilterLimits {
+                max_len: 5,
+                max_depth: 4,
+            },
+            ..limits()
+        };
+        let err = parse_query(&[("filter".into(), "userName pr".into())], &tight).unwrap_err();
+        assert!(matches!(&err, ScimError::InvalidFilter(d) if d.contains("max_len")));
+    }
+
+    // --- search bodies ---------------------------------------------------------------------------
+
+    #[test]
+    fn search_body_sets_every_field() {
+        let body = json!({
+            "schemas": [schema::SEARCH_REQUEST_SCHEMA],
+            "attributes": ["displayName", "userName"],
+            "excludedAttributes": "emails, phoneNumbers",
+            "Filter": "displayName sw \"smith\"",
+            "startIndex": 0,
+            "count": 10.0,
+            "sortBy": "meta.lastModified",
+            "SORTORDER": "Descending"
+        });
+        let query = parse_search(&body, &limits()).unwrap();
+        assert_eq!(query.attributes, paths(&["displayName", "userName"]));
+        assert_eq!(
+            query.excluded_attributes,
+            paths(&["emails", "phoneNumbers"])
+        );
+        assert!(query.filter.is_some());
+        assert_eq!(
+            (query.start_index, query.count, query.descending),
+            (1, 10, true)
+        );
+        assert_eq!(query.sort_by, Some(path("meta.lastModified")));
+    }
+
+    #[test]
+    fn search_body_nulls_and_missing_fields_take_defaults() {
+        let body = json!({ "filter": null, "count": null, "attributes": null });
+        assert_eq!(
+            parse_search(&body, &limits()).unwrap(),
+            ListQuery::defaults(&limits())
+        );
+        assert_eq!(
+            parse_search(&json!({"count": 9999}), &limits())
+                .unwrap()
+                .count,
+            500
+        );
+        assert_eq!(
+            parse_search(&json!({"count": -3}), &limits())
+                .unwrap()
+                .count,
+            0
+        );
+        assert_eq!(
+            parse_search(&json!({"startIndex": u64::MAX}), &limits())
+                .unwrap()
+                .start_index as u64,
+            i64::MAX as u64
+        );
+    }
+
+    #[test]
+    fn search_body_with_wrong_types_is_invalid_value() {
+        for body in [
+            json!({"count": "10"}),
+            json!({"count": 2.5}),
+            json!({"startIndex": true}),
+            json!({"filter": 3}),
+            json!({"sortBy": ["a"]}),
+            json!({"sortOrder": "sideways"}),
+            json!({"attributes": 5}),
+            json!({"attributes": ["userName", 1]}),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"]}),
+            json!({"schemas": "urn:ietf:params:scim:api:messages:2.0:SearchRequest"}),
+        ] {
+            let err = parse_search(&body, &limits()).unwrap_err();
+            assert!(matches!(err, ScimError::InvalidValue(_)), "{body}: {err}");
+        }
+        assert!(matches!(
+            parse_search(&json!([1]), &limits()),
+            Err(ScimError::InvalidSyntax(_))
+        ));
+        assert!(matches!(
+            parse_search(&json!({"filter": "a eq"}), &limits()),
+            Err(ScimError::InvalidFilter(_))
+        ));
+        assert!(matches!(
+            parse_search(&json!({"attributes": ["a b"]}), &limits()),
+            Err(ScimError::InvalidPath(_))
+        ));
+    }
+
+    // --- sorting ---------------------------------------------------------------------------------
+
+    fn ids(resources: &[Value]) -> Vec<&str> {
+        resources
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect()
+    }
+
+    fn sorted(mut resources: Vec<Value>, by: &str, descending: bool) -> Vec<Value> {
+        sort(&mut resources, ResourceKind::User, &path(by), descending);
+        resources
+    }
+
+    #[test]
+    fn case_insensitive_strings_sort_ignoring_case() {
+        let users = vec![
+            json!({"id": "1", "userName": "bob"}),
+            json!({"id": "2", "userName": "Alice"}),
+            json!({"id": "3", "userName": "carol"}),
+            json!({"id": "4", "userName": "ALAN"}),
+        ];
+        assert_eq!(
+            ids(&sorted(users.clone(), "userName", false)),
+            ["4", "2", "1", "3"]
+        );
+        assert_eq!(ids(&sorted(users, "USERNAME", true)), ["3", "1", "2", "4"]);
+    }
+
+    #[test]
+    fn case_exact_strings_sort_by_code_point() {
+        let users = vec![
+            json!({"id": "1", "externalId": "b"}),
+            json!({"id": "2", "externalId": "B"}),
+            json!({"id": "3", "externalId": "a"}),
+        ];
+        assert_eq!(ids(&sorted(users, "externalId", false)), ["2", "3", "1"]);
+    }
+
+    #[test]
+    fn missing_values_sort_last_in_both_orders() {
+        let users = vec![
+            json!({"id": "1"}),
+            json!({"id": "2", "displayName": "b"}),
+            json!({"id": "3", "displayName": null}),
+            json!({"id": "4", "displayName": "a"}),
+        ];
+        assert_eq!(
+            ids(&sorted(users.clone(), "displayName", false)),
+            ["4", "2", "1", "3"]
+        );
+        assert_eq!(
+            ids(&sorted(users, "displayName", true)),
+            ["2", "4", "1", "3"]
+        );
+    }
+
+    #[test]
+    fn date_times_sort_chronologically() {
+        let at = |id: &str, t: &str| json!({"id": id, "meta": {"lastModified": t}});
+        let users = vec![
+            at("1", "2020-01-01T10:00:00+02:00"), // 08:00Z
+            at("2", "2020-01-01T09:00:00Z"),
+            at("3", "2020-01-01T07:30:00-00:00"),
+        ];
+        assert_eq!(
+            ids(&sorted(users, "meta.lastModified", false)),
+            ["3", "1", "2"]
+        );
+    }
+
+    #[test]
+    fn booleans_sort_false_first() {
+        let users = vec![
+            json!({"id": "1", "active": true}),
+            json!({"id": "2", "active": false}),
+        ];
+        assert_eq!(ids(&sorted(users, "active", false)), ["2", "1"]);
+    }
+
+    #[test]
+    fn multi_valued_attributes_sort_by_primary_else_first_value() {
+        let users = vec![
+            json!({"id": "1", "emails": [{"value": "a@x"}, {"value": "z@x", "primary": true}]}),
+            json!({"id": "2", "emails": [{"value": "m@x"}, {"value": "b@x"}]}),
+            json!({"id": "3", "emails": []}),
+        ];
+        assert_eq!(
+            ids(&sorted(users.clone(), "emails", false)),
+            ["2", "1", "3"]
+        );
+        assert_eq!(ids(&sorted(users, "emails.value", true)), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn extension_attributes_sort_with_or_without_urn() {
+        let users = vec![
+            json!({"id": "1", ENTERPRISE: {"employeeNumber": "20"}}),
+            json!({"id": "2", ENTERPRISE: {"employeeNumber": "10"}}),
+            json!({"id": "3"}),
+        ];
+        assert_eq!(
+            ids(&sorted(users.clone(), "employeeNumber", false)),
+            ["2", "1", "3"]
+        );
+        assert_eq!(
+            ids(&sorted(
+                users,
+                &format!("{ENTERPRISE}:employeeNumber"),
+                true
+            )),
+            ["1", "2", "3"]
+        );
+    }
+
+    #[test]
+    fn sorting_is_stable_and_unknown_attributes_keep_the_order() {
+        let users = vec![
+            json!({"id": "1", "title": "x"}),
+            json!({"id": "2", "title": "X"}),
+            json!({"id": "3", "title": "a"}),
+        ];
+        assert_eq!(ids(&sorted(users.clone(), "title", false)), ["3", "1", "2"]);
+        assert_eq!(ids(&sorted(users.clone(), "title", true)), ["1", "2", "3"]);
+        assert_eq!(ids(&sorted(users, "nope", true)), ["1", "2", "3"]);
+    }
+
+    // --- projection ------------------------------------------------------------------------------
+
+    fn user() -> Value {
+        json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE],
+            "id": "2819c223",
+            "externalId": "ext",
+            "userName": "bjensen",
+            "password": "t1meMa$heen",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "emails": [{"value": "b@x", "type": "work"}, {"type": "home"}],
+            "meta": {"resourceType": "User", "lastModified": "2011-05-13T04:42:34Z"},
+            "x-custom": 1,
+            ENTERPRISE: {"employeeNumber": "701984", "manager": {"value": "26118915", "displayName": "John"}}
+        })
+    }
+
+    fn proj(attributes: &[&str], excluded: &[&str]) -> Value {
+        project(
+            &user(),
+            ResourceKind::User,
+            &paths(attributes),
+            &paths(excluded),
+        )
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn default_projection_drops_only_never_returned_attributes() {
+        let mut expected = user();
+        expected.as_object_mut().unwrap().remove("password");
+        assert_eq!(proj(&[], &[]), expected);
+    }
+
+    #[test]
+    fn attributes_keep_named_and_always_returned_attributes() {
+        let out = proj(&["userName"], &[]);
+        assert_eq!(
+            out,
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE], "id": "2819c223", "userName": "bjensen"})
+        );
+        let out = proj(&["USERNAME", "meta", "emails"], &[]);
+        assert_eq!(keys(&out), ["schemas", "id", "userName", "emails", "meta"]);
+    }
+
+    #[test]
+    fn never_returned_attributes_stay_hidden_even_when_named() {
+        let out = proj(&["password"], &[]);
+        assert_eq!(keys(&out), ["schemas", "id"]);
+    }
+
+    #[test]
+    fn naming_a_sub_attribute_keeps_only_that_sub_attribute() {
+        let out = proj(&["name.givenName"], &[]);
+        assert_eq!(out["name"], json!({"givenName": "Barbara"}));
+        let out = proj(&["emails.value"], &[]);
+        assert_eq!(
+            out["emails"],
+            json!([{"value": "b@x"}]),
+            "elements left empty disappear"
+        );
+        let out = proj(&["emails.display"], &[]);
+        assert!(
+            out.get("emails").is_none(),
+            "an attribute left empty disappears"
+        );
+        let out = proj(&["name", "name.givenName"], &[]);
+        assert_eq!(
+            out["name"],
+            user()["name"],
+            "naming the whole attribute wins"
+        );
+    }
+
+    #[test]
+    fn excluded_attributes_are_removed_unless_always_returned() {
+        let out = proj(
+            &[],
+            &[
+                "emails",
+                "id",
+                "name.familyName",
+                "schemas",
+                "meta.lastModified",
+            ],
+        );
+        assert!(out.get("emails").is_none());
+        assert_eq!(out["id"], "2819c223");
+        assert_eq!(out["name"], json!({"givenName": "Barbara"}));
+        assert_eq!(out["meta"], json!({"resourceType": "User"}));
+        assert_eq!(out["schemas"], user()["schemas"]);
+        let out = proj(&[], &["name.givenName", "name.familyName"]);
+        assert!(
+            out.get("name").is_none(),
+            "a complex attribute emptied by exclusion disappears"
+        );
+    }
+
+    #[test]
+    fn extension_attributes_are_selected_with_or_without_urn() {
+        let out = proj(&["employeeNumber"], &[]);
+        assert_eq!(out[ENTERPRISE], json!({"employeeNumber": "701984"}));
+        let out = proj(&[&format!("{ENTERPRISE}:manager.value")], &[]);
+        assert_eq!(out[ENTERPRISE], json!({"manager": {"value": "26118915"}}));
+        let out = proj(&[ENTERPRISE], &[]);
+        assert_eq!(
+            out[ENTERPRISE],
+            user()[ENTERPRISE],
+            "the URN selects the whole extension"
+        );
+        assert_eq!(keys(&out), ["schemas", "id", ENTERPRISE]);
+        let out = proj(&[&ENTERPRISE.to_lowercase()], &[]);
+        assert_eq!(out[ENTERPRISE], user()[ENTERPRISE]);
+    }
+
+    #[test]
+    fn extension_objects_left_empty_are_removed_but_schemas_stay() {
+        let out = proj(&["userName"], &[]);
+        assert!(out.get(ENTERPRISE).is_none());
+        let out = proj(&[], &[ENTERPRISE]);
+        assert!(out.get(ENTERPRISE).is_none());
+        assert_eq!(out["userName"], "bjensen");
+        assert_eq!(out["schemas"], json!([USER_SCHEMA, ENTERPRISE]));
+        let out = proj(&[], &["employeeNumber", &format!("{ENTERPRISE}:manager")]);
+        assert!(out.get(ENTERPRISE).is_none());
+        let out = proj(&[], &["manager.displayName"]);
+        assert_eq!(
+            out[ENTERPRISE],
+            json!({"employeeNumber": "701984", "manager": {"value": "26118915"}})
+        );
+    }
+
+    #[test]
+    fn the_core_schema_urn_selects_every_core_attribute() {
+        let out = proj(&[USER_SCHEMA], &[]);
+        assert!(out.get("userName").is_some() && out.get("emails").is_some());
+        assert!(out.get(ENTERPRISE).is_none() && out.get("password").is_none());
+    }
+
+    #[test]
+    fn unknown_names_select_nothing_and_unknown_members_follow_the_restriction() {
+        let out = proj(&["nope"], &["alsoNope"]);
+        assert_eq!(keys(&out), ["schemas", "id"]);
+        assert_eq!(proj(&[], &["nope"])["x-custom"], 1);
+    }
+
+    #[test]
+    fn groups_project_members() {
+        let group = json!({
+            "schemas": [schema::GROUP_SCHEMA], "id": "g", "displayName": "Admins",
+            "members": [{"value": "u1", "display": "Babs"}]
+        });
+        let out = project(&group, ResourceKind::Group, &paths(&["displayName"]), &[]);
+        assert_eq!(keys(&out), ["schemas", "id", "displayName"]);
+        let out = project(
+            &group,
+            ResourceKind::Group,
+            &[],
+            &paths(&["members.display"]),
+        );
+        assert_eq!(out["members"], json!([{"value": "u1"}]));
+        assert_eq!(
+            project(&json!("x"), ResourceKind::Group, &[], &[]),
+            json!("x")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_parameters_never_panic(
+            params in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["filter", "sortBy", "sortOrder", "startIndex", "count", "attributes", "excludedAttributes", "x"]),
+                    proptest::prelude::any::<String>(),
+                ),
+                0..4,
+            )
+        ) {
+            let params: Vec<(String, String)> = params.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let _ = parse_query(&params, &limits());
+            let body = Value::Object(params.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+            let _ = parse_search(&body, &limits());
+        }
+
+        #[test]
+        fn sorting_orders_by_user_name_ignoring_case(names in proptest::collection::vec(proptest::option::of("[a-cA-C]{0,3}"), 0..8)) {
+            let mut users: Vec<Value> = names.iter().map(|n| json!({ "userName": n })).collect();
+            sort(&mut users, ResourceKind::User, &path("userName"), false);
+            let keys: Vec<Option<String>> = users.iter().map(|u| u["userName"].as_str().map(str::to_lowercase)).collect();
+            let mut expected: Vec<Option<String>> = names.iter().map(|n| n.as_ref().map(|s| s.to_lowercase())).collect();
+            expected.sort_by(|a, b| match (a, b) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) => a.cmp(b),
+            });
+            proptest::prop_assert_eq!(keys, expected);
+        }
+    }
+
+    /// No built-in attribute is `returned: request`, so a small schema of our own covers it.
+    mod returned_request {
+        use super::*;
+
+        const fn def(
+            name: &'static str,
+            ty: AttrType,
+            returned: Returned,
+            subs: &'static [AttrDef],
+        ) -> AttrDef {
+            AttrDef {
+                name,
+                ty,
+                multi_valued: false,
+                description: "",
+                required: false,
+                case_exact: false,
+                mutability: Mutability::ReadWrite,
+                returned,
+                uniqueness: Uniqueness::None,
+                canonical_values: &[],
+                reference_types: &[],
+                sub_attributes: subs,
+            }
+        }
+
+        static SUBS: [AttrDef; 3] = [
+            def("plain", AttrType::String, Returned::Default, &[]),
+            def("extra", AttrType::String, Returned::Request, &[]),
+            def("key", AttrType::String, Returned::Always, &[]),
+        ];
+        static ATTRS: [AttrDef; 2] = [
+            def("secret", AttrType::String, Returned::Request, &[]),
+            def("box", AttrType::Complex, Returned::Default, &SUBS),
+        ];
+        static TEST: Schema = Schema {
+            id: "urn:test:Thing",
+            name: "Thing",
+            description: "",
+            attributes: &ATTRS,
+        };
+
+        fn resolved(i: usize) -> Resolved {
+            Resolved {
+                schema: &TEST,
+                extension: false,
+                attr: &ATTRS[i],
+                sub: None,
+            }
+        }
+
+        fn named(attr: &'static str, sub: Option<&'static str>) -> Selector {
+            Selector::Attr {
+                schema: TEST.id,
+                attr,
+                sub,
+            }
+        }
+
+        fn selection(include: Vec<Selector>, exclude: Vec<Selector>) -> Selection {
+            Selection {
+                restrict: !include.is_empty(),
+                include,
+                exclude,
+            }
+        }
+
+        #[test]
+        fn request_attributes_appear_only_when_named() {
+            let v = json!("s3cret");
+            assert_eq!(
+                project_member(&v, Some(&resolved(0)), &selection(vec![], vec![])),
+                None
+            );
+            let named_secret = selection(vec![named("secret", None)], vec![]);
+            assert_eq!(
+                project_member(&v, Some(&resolved(0)), &named_secret),
+                Some(v.clone())
+            );
+        }
+
+        #[test]
+        fn request_sub_attributes_appear_only_when_named_and_always_ones_always() {
+            let v = json!({"plain": "p", "extra": "e", "key": "k", "other": "o"});
+            let by_default = project_member(&v, Some(&resolved(1)), &selection(vec![], vec![]));
+            assert_eq!(
+                by_default,
+                Some(json!({"plain": "p", "key": "k", "other": "o"}))
+            );
+            let whole = project_member(
+                &v,
+                Some(&resolved(1)),
+                &selection(vec![named("box", None)], vec![]),
+            );
+            assert_eq!(whole, by_default);
+            let extra = selection(
+                vec![named("box", None), named("box", Some("extra"))],
+                vec![],
+            );
+            assert_eq!(
+                project_member(&v, Some(&resolved(1)), &extra),
+                Some(v.clone())
+            );
+            let only_extra = selection(vec![named("box", Some("extra"))], vec![]);
+            assert_eq!(
+                project_member(&v, Some(&resolved(1)), &only_extra),
+                Some(json!({"extra": "e", "key": "k"}))
+            );
+            let exclude_key = selection(
+                vec![],
+                vec![named("box", Some("key")), named("box", Some("plain"))],
+            );
+            assert_eq!(
+                project_member(&v, Some(&resolved(1)), &exclude_key),
+                Some(json!({"key": "k", "other": "o"}))
+            );
+        }
+    }
 }

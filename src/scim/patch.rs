@@ -32,14 +32,22 @@ pub struct PatchOutcome {
 }
 
 /// Parse a PatchOp request body (`schemas`, `Operations`), at most `max_ops` operations.
-pub fn parse_request(body: &Value, max_ops: usize, limits: &FilterLimits) -> ScimResult<Vec<PatchOp>> {
+pub fn parse_request(
+    body: &Value,
+    max_ops: usize,
+    limits: &FilterLimits,
+) -> ScimResult<Vec<PatchOp>> {
     let _ = (body, max_ops, limits);
     todo!()
 }
 
 /// Apply `ops` in order to `resource` (SCIM JSON of type `kind`, as stored). Either all ops apply
 /// or the resource is left untouched and the error says which op failed and why.
-pub fn apply(resource: &mut Value, kind: ResourceKind, ops: &[PatchOp]) -> ScimResult<PatchOutcome> {
+pub fn apply(
+    resource: &mut Value,
+    kind: ResourceKind,
+    ops: &[PatchOp],
+) -> ScimResult<PatchOutcome> {
     let _ = (resource, kind, ops);
     todo!()
 }

@@ -101,3 +101,163 @@ fn closing_bracket(text: &str, open: usize) -> Option<usize> {
 fn invalid(path: &str, what: &str) -> ScimError {
     ScimError::InvalidPath(format!("invalid path '{path}': {what}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::filter::{CompValue, CompareOp};
+    use proptest::prelude::*;
+
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    fn pp(text: &str) -> PatchPath {
+        parse_patch_path(text, &FilterLimits::default()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn path_err(text: &str) -> String {
+        match parse_patch_path(text, &FilterLimits::default()) {
+            Err(ScimError::InvalidPath(detail)) => detail,
+            other => panic!("{text}: expected InvalidPath, got {other:?}"),
+        }
+    }
+
+    fn attr(uri: Option<&str>, name: &str, sub: Option<&str>) -> AttrPath {
+        AttrPath {
+            uri: uri.map(String::from),
+            name: name.into(),
+            sub: sub.map(String::from),
+        }
+    }
+
+    fn eq(name: &str, value: &str) -> Filter {
+        Filter::Compare {
+            path: attr(None, name, None),
+            op: CompareOp::Eq,
+            value: CompValue::Str(value.into()),
+        }
+    }
+
+    #[test]
+    fn plain_and_dotted_attribute_paths() {
+        assert_eq!(
+            pp("userName"),
+            PatchPath {
+                attr: attr(None, "userName", None),
+                filter: None,
+                sub_after_filter: None
+            }
+        );
+        assert_eq!(
+            pp("name.givenName").attr,
+            attr(None, "name", Some("givenName"))
+        );
+        assert_eq!(pp(" active ").attr, attr(None, "active", None));
+    }
+
+    #[test]
+    fn urn_prefixed_paths_split_at_the_last_colon() {
+        assert_eq!(
+            pp("urn:ietf:params:scim:schemas:core:2.0:User:name.familyName").attr,
+            attr(
+                Some("urn:ietf:params:scim:schemas:core:2.0:User"),
+                "name",
+                Some("familyName")
+            )
+        );
+        assert_eq!(
+            pp(&format!("{ENTERPRISE}:manager.value")).attr,
+            attr(Some(ENTERPRISE), "manager", Some("value"))
+        );
+        assert_eq!(
+            pp(&format!("{ENTERPRISE}:employeeNumber")).attr,
+            attr(Some(ENTERPRISE), "employeeNumber", None)
+        );
+    }
+
+    #[test]
+    fn value_filter_with_sub_attribute() {
+        let p = pp(r#"emails[type eq "work"].value"#);
+        assert_eq!(p.attr, attr(None, "emails", None));
+        assert_eq!(p.filter, Some(eq("type", "work")));
+        assert_eq!(p.sub_after_filter.as_deref(), Some("value"));
+    }
+
+    #[test]
+    fn value_filter_on_group_members() {
+        let p = pp(r#"members[value eq "2819c223-7f76-453a-919d-413861904646"]"#);
+        assert_eq!(p.attr, attr(None, "members", None));
+        assert_eq!(
+            p.filter,
+            Some(eq("value", "2819c223-7f76-453a-919d-413861904646"))
+        );
+        assert_eq!(p.sub_after_filter, None);
+    }
+
+    #[test]
+    fn value_filter_may_contain_brackets_in_strings_and_logic() {
+        let p = pp(r#"emails[value eq "a]b" or not (type pr)]"#);
+        assert!(matches!(p.filter, Some(Filter::Or(..))));
+        let p = pp(&format!(r#"{ENTERPRISE}:manager[value pr].displayName"#));
+        assert_eq!(p.attr, attr(Some(ENTERPRISE), "manager", None));
+        assert_eq!(p.sub_after_filter.as_deref(), Some("displayName"));
+    }
+
+    #[test]
+    fn malformed_paths_are_invalid_path_errors_naming_the_path() {
+        assert!(path_err("").contains("empty path"));
+        assert!(path_err("emails[type eq \"work\"").contains("missing ']'"));
+        assert!(path_err("emails]").contains("without a matching '['"));
+        assert!(path_err("emails[type eq \"work\"]value").contains("unexpected 'value' after ']'"));
+        assert!(path_err("emails[type eq \"work\"].").contains("is not a sub-attribute name"));
+        assert!(
+            path_err("emails[type eq \"work\"].value.x").contains("is not a sub-attribute name")
+        );
+        assert!(path_err("name.givenName[value pr]").contains("not a sub-attribute"));
+        assert!(path_err("a.b.c").contains("at most one sub-attribute"));
+        assert!(path_err("1bad").contains("'1bad' is not an attribute name"));
+        assert!(path_err("emails[]").contains("invalid path 'emails[]'"));
+        let detail = path_err(r#"emails[type xx "work"]"#);
+        assert!(
+            detail.contains("bad value filter") && detail.contains("unknown operator 'xx'"),
+            "{detail}"
+        );
+        assert!(path_err(r#"emails[type[value pr]]"#).contains("cannot be nested"));
+        assert!(path_err(r#"emails[urn:x:y:type pr]"#).contains("plain sub-attribute names"));
+    }
+
+    #[test]
+    fn limits_apply_to_paths() {
+        let limits = FilterLimits {
+            max_len: 8,
+            max_depth: 1,
+        };
+        let err = parse_patch_path("emails[type pr]", &limits).unwrap_err();
+        assert!(
+            matches!(&err, ScimError::InvalidPath(d) if d.contains("max_len")),
+            "{err}"
+        );
+        let limits = FilterLimits {
+            max_len: 100,
+            max_depth: 1,
+        };
+        let err = parse_patch_path("emails[a pr and (b pr)]", &limits).unwrap_err();
+        assert!(
+            matches!(&err, ScimError::InvalidPath(d) if d.contains("max_depth")),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_paths_never_panic(text in any::<String>()) {
+            let _ = parse_patch_path(&text, &FilterLimits::default());
+        }
+
+        #[test]
+        fn path_like_text_never_panics(text in r#"([a-zA-Z:.$]{1,5}|[ ()\[\]"\\.]|eq|pr|é){0,16}"#) {
+            if let Err(e) = parse_patch_path(&text, &FilterLimits::default()) {
+                prop_assert!(matches!(e, ScimError::InvalidPath(_)));
+            }
+        }
+    }
+}

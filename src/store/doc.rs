@@ -454,7 +454,11 @@ mod tests {
     use serde_json::json;
 
     fn stamp(region: &str) -> Stamp {
-        Stamp { region: region.into(), at: "2026-01-01T00:00:00Z".into(), millis: 0 }
+        Stamp {
+            region: region.into(),
+            at: "2026-01-01T00:00:00Z".into(),
+            millis: 0,
+        }
     }
 
     fn obj(v: Value) -> Map<String, Value> {
@@ -466,7 +470,15 @@ mod tests {
         init(&mut doc, ResourceKind::User, "id1", &stamp("a")).unwrap();
         let attrs = obj(attrs);
         let keys: Vec<String> = attrs.keys().cloned().collect();
-        write_attrs(&mut doc, ResourceKind::User, &Map::new(), &attrs, &keys, &stamp("a")).unwrap();
+        write_attrs(
+            &mut doc,
+            ResourceKind::User,
+            &Map::new(),
+            &attrs,
+            &keys,
+            &stamp("a"),
+        )
+        .unwrap();
         doc.commit();
         doc
     }
@@ -476,10 +488,16 @@ mod tests {
         let attrs = json!({"userName": "bob", "active": true, "name": {"givenName": "B"},
                            "emails": [{"value": "b@x", "primary": true}], "n": 3, "f": 1.5});
         let mut doc = new_user(attrs.clone());
-        assert_eq!(Value::Object(read_attrs(&doc, ResourceKind::User).unwrap()), attrs);
+        assert_eq!(
+            Value::Object(read_attrs(&doc, ResourceKind::User).unwrap()),
+            attrs
+        );
         let view = materialize(&mut doc, ResourceKind::User).unwrap();
         assert_eq!(view["id"], json!("id1"));
-        assert!(view["meta"]["version"].as_str().unwrap().starts_with("W/\""));
+        assert!(view["meta"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("W/\""));
     }
 
     #[test]
@@ -499,7 +517,15 @@ mod tests {
         let mut doc = new_user(json!({"userName": "bob", "active": false}));
         let before = doc.get_heads();
         let a = obj(json!({"userName": "bob", "active": false}));
-        assert!(write_attrs(&mut doc, ResourceKind::User, &a, &a, &["active".into()], &stamp("a")).unwrap());
+        assert!(write_attrs(
+            &mut doc,
+            ResourceKind::User,
+            &a,
+            &a,
+            &["active".into()],
+            &stamp("a")
+        )
+        .unwrap());
         doc.commit();
         assert_ne!(doc.get_heads(), before);
     }
@@ -507,38 +533,85 @@ mod tests {
     #[test]
     fn concurrent_reactivation_loses_to_deactivation() {
         let mut a = new_user(json!({"userName": "bob", "active": true}));
-        let mut b = a.fork().with_actor(automerge::ActorId::from(b"b".as_slice()));
+        let mut b = a
+            .fork()
+            .with_actor(automerge::ActorId::from(b"b".as_slice()));
         let cur = obj(json!({"userName": "bob", "active": true}));
         // b deactivates; a (busier: several writes) re-asserts active.
         let off = obj(json!({"userName": "bob", "active": false}));
-        write_attrs(&mut b, ResourceKind::User, &cur, &off, &["active".into()], &stamp("b")).unwrap();
+        write_attrs(
+            &mut b,
+            ResourceKind::User,
+            &cur,
+            &off,
+            &["active".into()],
+            &stamp("b"),
+        )
+        .unwrap();
         b.commit();
         for _ in 0..3 {
-            write_attrs(&mut a, ResourceKind::User, &cur, &cur, &["active".into()], &stamp("a")).unwrap();
+            write_attrs(
+                &mut a,
+                ResourceKind::User,
+                &cur,
+                &cur,
+                &["active".into()],
+                &stamp("a"),
+            )
+            .unwrap();
             a.commit();
         }
         a.merge(&mut b).unwrap();
         b.merge(&mut a).unwrap();
-        assert_eq!(read_attrs(&a, ResourceKind::User).unwrap()["active"], json!(false));
-        assert_eq!(materialize(&mut a, ResourceKind::User).unwrap(), materialize(&mut b, ResourceKind::User).unwrap());
+        assert_eq!(
+            read_attrs(&a, ResourceKind::User).unwrap()["active"],
+            json!(false)
+        );
+        assert_eq!(
+            materialize(&mut a, ResourceKind::User).unwrap(),
+            materialize(&mut b, ResourceKind::User).unwrap()
+        );
     }
 
     #[test]
     fn group_members_change_one_entry_at_a_time() {
         let mut doc = AutoCommit::new();
         init(&mut doc, ResourceKind::Group, "g", &stamp("a")).unwrap();
-        let members: Vec<Value> = (0..100).map(|i| json!({"value": format!("u{i:03}")})).collect();
+        let members: Vec<Value> = (0..100)
+            .map(|i| json!({"value": format!("u{i:03}")}))
+            .collect();
         let a = obj(json!({"displayName": "G", "members": members}));
-        write_attrs(&mut doc, ResourceKind::Group, &Map::new(), &a, &[], &stamp("a")).unwrap();
+        write_attrs(
+            &mut doc,
+            ResourceKind::Group,
+            &Map::new(),
+            &a,
+            &[],
+            &stamp("a"),
+        )
+        .unwrap();
         doc.commit();
         let mut more = a.clone();
-        more["members"].as_array_mut().unwrap().push(json!({"value": "u999"}));
+        more["members"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"value": "u999"}));
         let heads = doc.get_heads();
         write_attrs(&mut doc, ResourceKind::Group, &a, &more, &[], &stamp("a")).unwrap();
         doc.commit();
         let change = doc.save_after(&heads);
-        assert!(change.len() < 300, "one member add cost {} bytes", change.len());
-        assert_eq!(read_attrs(&doc, ResourceKind::Group).unwrap()["members"].as_array().unwrap().len(), 101);
+        assert!(
+            change.len() < 300,
+            "one member add cost {} bytes",
+            change.len()
+        );
+        assert_eq!(
+            read_attrs(&doc, ResourceKind::Group).unwrap()["members"]
+                .as_array()
+                .unwrap()
+                .len(),
+            101
+        );
     }
 
     #[test]

@@ -56,7 +56,12 @@ pub fn index_prefix(tenant: &str, kind: ResourceKind, attr: &str, value: &str) -
 
 /// `index`: the reverse membership record, member id → group id (a User's `groups`).
 pub fn member_of(tenant: &str, member: &str, group: &str) -> Vec<u8> {
-    join(&[tenant.as_bytes(), b"~member", member.as_bytes(), group.as_bytes()])
+    join(&[
+        tenant.as_bytes(),
+        b"~member",
+        member.as_bytes(),
+        group.as_bytes(),
+    ])
 }
 
 /// Prefix of the groups a member belongs to.

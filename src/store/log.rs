@@ -51,7 +51,12 @@ impl LogEntry {
             _ => return None,
         };
         let (id, rest) = take_str(rest)?;
-        Some(LogEntry { tenant, kind, id, change: rest.to_vec() })
+        Some(LogEntry {
+            tenant,
+            kind,
+            id,
+            change: rest.to_vec(),
+        })
     }
 }
 
@@ -67,20 +72,29 @@ pub fn last_seq(db: &DB, cf: &ColumnFamily, origin: &str) -> Result<u64, StoreEr
     upper.push(0xff);
     let prefix_len = upper.len() - 9;
     let prefix = &upper[..prefix_len].to_vec();
-    for r in db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse)) {
+    // The first key at or before the largest possible key of this origin is its last entry.
+    if let Some(r) = db
+        .iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse))
+        .next()
+    {
         let (k, _) = r?;
         if k.starts_with(prefix) && k.len() == prefix_len + 8 {
             let mut seq = [0u8; 8];
             seq.copy_from_slice(&k[prefix_len..]);
             return Ok(u64::from_be_bytes(seq));
         }
-        break;
     }
     Ok(0)
 }
 
 /// Entries of `origin` with sequence ≥ `from`, at most `limit`.
-pub fn read(db: &DB, cf: &ColumnFamily, origin: &str, from: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+pub fn read(
+    db: &DB,
+    cf: &ColumnFamily,
+    origin: &str,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, LogEntry)>, StoreError> {
     let start = keys::log(origin, from);
     let prefix = start[..start.len() - 8].to_vec();
     let mut out = Vec::new();
@@ -103,7 +117,12 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_reject_other_versions() {
-        let e = LogEntry { tenant: "t".into(), kind: ResourceKind::Group, id: "g1".into(), change: vec![1, 2, 3] };
+        let e = LogEntry {
+            tenant: "t".into(),
+            kind: ResourceKind::Group,
+            id: "g1".into(),
+            change: vec![1, 2, 3],
+        };
         assert_eq!(LogEntry::decode(&e.encode()), Some(e.clone()));
         let mut bytes = e.encode();
         bytes[0] = 9;

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use automerge::{ActorId, AutoCommit};
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde_json::{Map, Value};
 
 use crate::ids;
@@ -47,7 +49,15 @@ const CF_LOG: &str = "log";
 const CF_PEERS: &str = "peers";
 const CF_CONFLICTS: &str = "conflicts";
 const CF_META: &str = "meta";
-const ALL_CFS: &[&str] = &[CF_DOCS, CF_VIEWS, CF_INDEX, CF_LOG, CF_PEERS, CF_CONFLICTS, CF_META];
+const ALL_CFS: &[&str] = &[
+    CF_DOCS,
+    CF_VIEWS,
+    CF_INDEX,
+    CF_LOG,
+    CF_PEERS,
+    CF_CONFLICTS,
+    CF_META,
+];
 
 /// Lock stripes: writes to one resource (or one userName) are serialised, others run in parallel.
 const STRIPES: usize = 1024;
@@ -101,7 +111,10 @@ pub struct Stored {
 
 impl Stored {
     fn from_view(view: Value) -> Stored {
-        let version = view["meta"]["version"].as_str().unwrap_or_default().to_string();
+        let version = view["meta"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Stored { view, version }
     }
 }
@@ -152,7 +165,9 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
-        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let meta = db.cf_handle(CF_META).expect("meta cf");
         match db.get_cf(meta, b"format")? {
@@ -179,7 +194,8 @@ impl Store {
                 )))
             }
         }
-        let next_seq = log::last_seq(&db, db.cf_handle(CF_LOG).expect("log cf"), &options.region)? + 1;
+        let next_seq =
+            log::last_seq(&db, db.cf_handle(CF_LOG).expect("log cf"), &options.region)? + 1;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(options.sync_writes);
         let cache_size = NonZeroUsize::new(options.doc_cache_size.max(1)).expect("nonzero");
@@ -196,7 +212,9 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// This region's name.
@@ -217,8 +235,16 @@ impl Store {
     }
 
     /// The live resource `id`, or `None`.
-    pub fn get(&self, tenant: &str, kind: ResourceKind, id: &str) -> Result<Option<Stored>, StoreError> {
-        let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_VIEWS), keys::resource(tenant, kind, id))? else {
+    pub fn get(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<Option<Stored>, StoreError> {
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.cf(CF_VIEWS), keys::resource(tenant, kind, id))?
+        else {
             return Ok(None);
         };
         let view: Value = serde_json::from_slice(&bytes)
@@ -227,7 +253,13 @@ impl Store {
     }
 
     /// Ids whose indexed `attr` (see [`index_entries`]) has the normalised value of `value`.
-    pub fn lookup(&self, tenant: &str, kind: ResourceKind, attr: &str, value: &str) -> Result<Vec<String>, StoreError> {
+    pub fn lookup(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        attr: &str,
+        value: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let norm = normalize_indexed(attr, value);
         let prefix = keys::index_prefix(tenant, kind, attr, &norm);
         self.prefix_keys(CF_INDEX, &prefix)
@@ -236,10 +268,17 @@ impl Store {
     }
 
     /// All live views of one type in one tenant, in id order.
-    pub fn scan(&self, tenant: &str, kind: ResourceKind) -> impl Iterator<Item = Result<Value, StoreError>> + '_ {
+    pub fn scan(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+    ) -> impl Iterator<Item = Result<Value, StoreError>> + '_ {
         let prefix = keys::resource_prefix(tenant, kind);
         self.db
-            .iterator_cf(self.cf(CF_VIEWS), IteratorMode::From(&prefix, Direction::Forward))
+            .iterator_cf(
+                self.cf(CF_VIEWS),
+                IteratorMode::From(&prefix, Direction::Forward),
+            )
             .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .map(|r| {
                 let (_, v) = r?;
@@ -258,7 +297,11 @@ impl Store {
         Ok(n)
     }
 
-    fn prefix_keys<'a>(&'a self, cf: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<Box<[u8]>, StoreError>> + 'a {
+    fn prefix_keys<'a>(
+        &'a self,
+        cf: &str,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<Box<[u8]>, StoreError>> + 'a {
         self.db
             .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
             .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
@@ -267,7 +310,12 @@ impl Store {
 
     /// The groups a user (or group) is a direct member of, as SCIM `groups` values, in group id
     /// order. `base` is the SCIM base URL for `$ref`.
-    pub fn groups_of(&self, tenant: &str, member: &str, base: &str) -> Result<Vec<Value>, StoreError> {
+    pub fn groups_of(
+        &self,
+        tenant: &str,
+        member: &str,
+        base: &str,
+    ) -> Result<Vec<Value>, StoreError> {
         let prefix = keys::member_of_prefix(tenant, member);
         let mut out = Vec::new();
         for key in self.prefix_keys(CF_INDEX, &prefix) {
@@ -276,7 +324,10 @@ impl Store {
             if let Some(g) = self.get(tenant, ResourceKind::Group, &group)? {
                 let mut v = Map::new();
                 v.insert("value".into(), Value::String(group.clone()));
-                v.insert("$ref".into(), Value::String(format!("{base}/Groups/{group}")));
+                v.insert(
+                    "$ref".into(),
+                    Value::String(format!("{base}/Groups/{group}")),
+                );
                 if let Some(d) = g.view.get("displayName") {
                     v.insert("display".into(), d.clone());
                 }
@@ -291,8 +342,14 @@ impl Store {
     /// resources are never listed).
     pub fn live_ids(&self, tenant: &str, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
         let views = self.cf(CF_VIEWS);
-        let user_keys: Vec<_> = ids.iter().map(|id| (views, keys::resource(tenant, ResourceKind::User, id))).collect();
-        let group_keys: Vec<_> = ids.iter().map(|id| (views, keys::resource(tenant, ResourceKind::Group, id))).collect();
+        let user_keys: Vec<_> = ids
+            .iter()
+            .map(|id| (views, keys::resource(tenant, ResourceKind::User, id)))
+            .collect();
+        let group_keys: Vec<_> = ids
+            .iter()
+            .map(|id| (views, keys::resource(tenant, ResourceKind::Group, id)))
+            .collect();
         let users = self.db.multi_get_cf(user_keys);
         let groups = self.db.multi_get_cf(group_keys);
         users
@@ -308,7 +365,12 @@ impl Store {
     /// one user meet on one document. A POST whose userName is taken answers `Replay` when the
     /// existing user already has exactly these attributes (the retry of a POST whose response was
     /// lost) and a `uniqueness` error otherwise.
-    pub fn create(&self, tenant: &str, kind: ResourceKind, attrs: Map<String, Value>) -> Result<Created, StoreError> {
+    pub fn create(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        attrs: Map<String, Value>,
+    ) -> Result<Created, StoreError> {
         match kind {
             ResourceKind::Group => {
                 let id = ids::random_id();
@@ -321,14 +383,23 @@ impl Store {
                     .and_then(Value::as_str)
                     .ok_or_else(|| ScimError::InvalidValue("userName is required".into()))?
                     .to_string();
-                let _n = lock(&self.name_locks[stripe((tenant, ids::normalize_case_insensitive(&user_name)))]);
-                if let Some(existing) = self.lookup(tenant, kind, "userName", &user_name)?.into_iter().next() {
+                let _n = lock(
+                    &self.name_locks[stripe((tenant, ids::normalize_case_insensitive(&user_name)))],
+                );
+                if let Some(existing) = self
+                    .lookup(tenant, kind, "userName", &user_name)?
+                    .into_iter()
+                    .next()
+                {
                     if let Some(stored) = self.get(tenant, kind, &existing)? {
                         if same_attrs(&stored.view, &attrs) {
                             return Ok(Created::Replay(stored));
                         }
                     }
-                    return Err(ScimError::Uniqueness(format!("userName {user_name:?} is already taken")).into());
+                    return Err(ScimError::Uniqueness(format!(
+                        "userName {user_name:?} is already taken"
+                    ))
+                    .into());
                 }
                 for n in 0..64 {
                     let id = ids::user_id_candidate(tenant, &user_name, n);
@@ -339,12 +410,20 @@ impl Store {
                     }
                     return self.write_new(tenant, kind, &id, attrs).map(Created::New);
                 }
-                Err(StoreError::Corrupt(format!("no free id for userName {user_name:?}")))
+                Err(StoreError::Corrupt(format!(
+                    "no free id for userName {user_name:?}"
+                )))
             }
         }
     }
 
-    fn write_new(&self, tenant: &str, kind: ResourceKind, id: &str, attrs: Map<String, Value>) -> Result<Stored, StoreError> {
+    fn write_new(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        attrs: Map<String, Value>,
+    ) -> Result<Stored, StoreError> {
         let stamp = self.stamp();
         let mut doc = AutoCommit::new().with_actor(self.actor.clone());
         doc::init(&mut doc, kind, id, &stamp)?;
@@ -352,10 +431,12 @@ impl Store {
         doc::write_attrs(&mut doc, kind, &Map::new(), &attrs, &explicit, &stamp)?;
         doc.put_modified_and_commit(&stamp);
         let view = doc::materialize(&mut doc, kind)?;
+        // A new document's only change is the whole document: store those bytes once (Automerge
+        // loads a sequence of changes as well as a saved document).
         let change = doc.save_after(&[]);
         let key = keys::resource(tenant, kind, id);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        batch.put_cf(self.cf(CF_DOCS), &key, &change);
         self.stage_view(&mut batch, tenant, kind, id, None, Some(&view))?;
         self.stage_log(&mut batch, tenant, kind, id, &change);
         self.db.write_opt(batch, &self.write_opts)?;
@@ -397,8 +478,15 @@ impl Store {
                 }
             };
             if kind == ResourceKind::User {
-                let old_name = old.get("userName").and_then(Value::as_str).map(ids::normalize_case_insensitive);
-                let new_name = new.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
+                let old_name = old
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .map(ids::normalize_case_insensitive);
+                let new_name = new
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let new_norm = ids::normalize_case_insensitive(&new_name);
                 if old_name.as_deref() != Some(new_norm.as_str()) {
                     if name_guard.as_ref().map(|(n, _)| n) != Some(&new_norm) {
@@ -409,10 +497,16 @@ impl Store {
                         name_guard = Some((new_norm, g));
                         continue;
                     }
-                    let taken = self.lookup(tenant, kind, "userName", &new_name)?.into_iter().any(|other| other != id);
+                    let taken = self
+                        .lookup(tenant, kind, "userName", &new_name)?
+                        .into_iter()
+                        .any(|other| other != id);
                     if taken {
                         self.cache_put(key, doc);
-                        return Err(ScimError::Uniqueness(format!("userName {new_name:?} is already taken")).into());
+                        return Err(ScimError::Uniqueness(format!(
+                            "userName {new_name:?} is already taken"
+                        ))
+                        .into());
                     }
                 }
             }
@@ -434,11 +528,19 @@ impl Store {
             self.cache_put(key, doc);
             return Ok(Stored::from_view(view));
         }
-        Err(StoreError::Scim(ScimError::Unavailable("the userName kept changing concurrently; retry".into())))
+        Err(StoreError::Scim(ScimError::Unavailable(
+            "the userName kept changing concurrently; retry".into(),
+        )))
     }
 
     /// Delete a live resource, leaving a tombstone document.
-    pub fn delete(&self, tenant: &str, kind: ResourceKind, id: &str, if_match: Option<&str>) -> Result<(), StoreError> {
+    pub fn delete(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), StoreError> {
         let _g = lock(&self.id_locks[stripe((tenant, id))]);
         let key = keys::resource(tenant, kind, id);
         let mut doc = self.load_live(&key, id)?;
@@ -467,7 +569,11 @@ impl Store {
     /// Load a document that must be live (from the cache, else from RocksDB). The caller holds
     /// the id lock and puts the document back (or drops it after a failed write).
     fn load_live(&self, key: &[u8], id: &str) -> Result<AutoCommit, StoreError> {
-        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).pop(key);
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(key);
         let doc = match cached {
             Some(doc) => doc,
             None => {
@@ -485,7 +591,10 @@ impl Store {
     }
 
     fn cache_put(&self, key: Vec<u8>, doc: AutoCommit) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(key, doc);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, doc);
     }
 
     /// Stage the view and index changes of a resource going from `old` to `new` (None = absent).
@@ -529,14 +638,35 @@ impl Store {
         Ok(())
     }
 
-    fn stage_log(&self, batch: &mut WriteBatch, tenant: &str, kind: ResourceKind, id: &str, change: &[u8]) {
+    fn stage_log(
+        &self,
+        batch: &mut WriteBatch,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        change: &[u8],
+    ) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let entry = LogEntry { tenant: tenant.into(), kind, id: id.into(), change: change.to_vec() };
-        batch.put_cf(self.cf(CF_LOG), keys::log(&self.region, seq), entry.encode());
+        let entry = LogEntry {
+            tenant: tenant.into(),
+            kind,
+            id: id.into(),
+            change: change.to_vec(),
+        };
+        batch.put_cf(
+            self.cf(CF_LOG),
+            keys::log(&self.region, seq),
+            entry.encode(),
+        );
     }
 
     /// Replication log entries of `origin` from `from_seq` on (at most `limit`).
-    pub fn log_since(&self, origin: &str, from_seq: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+    pub fn log_since(
+        &self,
+        origin: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
         log::read(&self.db, self.cf(CF_LOG), origin, from_seq, limit)
     }
 
@@ -546,7 +676,10 @@ impl Store {
         let mut out = HashMap::new();
         for r in self
             .db
-            .iterator_cf(self.cf(CF_META), IteratorMode::From(&prefix, Direction::Forward))
+            .iterator_cf(
+                self.cf(CF_META),
+                IteratorMode::From(&prefix, Direction::Forward),
+            )
             .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
         {
             let (k, v) = r?;
@@ -576,7 +709,9 @@ impl Store {
         self.db.write_opt(batch, &self.write_opts)?;
         match self.db.get_cf(self.cf(CF_META), b"health-probe")? {
             Some(v) if v == value.as_bytes() => Ok(()),
-            _ => Err(StoreError::Corrupt("health probe read back something else".into())),
+            _ => Err(StoreError::Corrupt(
+                "health probe read back something else".into(),
+            )),
         }
     }
 }
@@ -595,14 +730,23 @@ impl CommitStamped for AutoCommit {
 /// Does an `If-Match` header value match `current`? `*` matches any live resource; weak and
 /// strong forms of the same tag match (RFC 7232 weak comparison, as SCIM versions are weak).
 pub fn etag_matches(header: &str, current: &str) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let strip = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
     let cur = strip(current);
-    header.split(',').any(|t| t.trim() == "*" || strip(t) == cur)
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || strip(t) == cur)
 }
 
 /// Does the stored view carry exactly these attributes (ignoring `id`, `meta`, `schemas`)?
 fn same_attrs(view: &Value, attrs: &Map<String, Value>) -> bool {
-    let Some(v) = view.as_object() else { return false };
+    let Some(v) = view.as_object() else {
+        return false;
+    };
     let stored: Map<String, Value> = v
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "id" | "meta" | "schemas"))
@@ -638,7 +782,12 @@ fn index_entries(kind: ResourceKind, view: &Value) -> BTreeSet<(String, String)>
                 }
             }
             Some((multi, sub)) => {
-                for item in view.get(multi).and_then(Value::as_array).into_iter().flatten() {
+                for item in view
+                    .get(multi)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(s) = item.get(sub).and_then(Value::as_str) {
                         out.insert((attr.to_string(), normalize_indexed(attr, s)));
                     }

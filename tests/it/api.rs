@@ -15,7 +15,10 @@ fn assert_scim_error(status: StatusCode, body: &Value, want: StatusCode, scim_ty
     assert_eq!(status, want, "{body}");
     assert_eq!(body["schemas"], json!([ERROR]), "{body}");
     assert_eq!(body["status"], json!(want.as_u16().to_string()), "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     if let Some(t) = scim_type {
         assert_eq!(body["scimType"], json!(t), "{body}");
     }
@@ -40,15 +43,29 @@ fn full_user(user_name: &str) -> Value {
 #[tokio::test]
 async fn user_crud_round_trip_with_location_and_etag() {
     let r = Region::start();
-    let resp = r.send(r.token(), Method::POST, "/Users", Some(full_user("bjensen")), &[]).await;
+    let resp = r
+        .send(
+            r.token(),
+            Method::POST,
+            "/Users",
+            Some(full_user("bjensen")),
+            &[],
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/scim+json"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/scim+json"));
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let etag = resp.headers()["etag"].to_str().unwrap().to_string();
     let created: Value = resp.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["meta"]["location"], json!(location));
-    assert!(location.starts_with("http://127.0.0.1:") && location.ends_with(&format!("/scim/v2/Users/{id}")));
+    assert!(
+        location.starts_with("http://127.0.0.1:")
+            && location.ends_with(&format!("/scim/v2/Users/{id}"))
+    );
     assert_eq!(created["meta"]["version"], json!(etag));
     assert!(etag.starts_with("W/\""));
     assert_eq!(created["meta"]["resourceType"], json!("User"));
@@ -65,7 +82,9 @@ async fn user_crud_round_trip_with_location_and_etag() {
     replacement.as_object_mut().unwrap().remove("emails");
     replacement["id"] = json!("ignored-id");
     replacement["meta"] = json!({"created": "1999-01-01T00:00:00Z"});
-    let (s, put) = r.req(Method::PUT, &format!("/Users/{id}"), Some(replacement)).await;
+    let (s, put) = r
+        .req(Method::PUT, &format!("/Users/{id}"), Some(replacement))
+        .await;
     assert_eq!(s, StatusCode::OK, "{put}");
     assert_eq!(put["id"], json!(id));
     assert_eq!(put["displayName"], json!("Barbara J."));
@@ -74,7 +93,9 @@ async fn user_crud_round_trip_with_location_and_etag() {
     assert_ne!(put["meta"]["version"], created["meta"]["version"]);
 
     // A PUT that changes nothing writes nothing: same version.
-    let (s, again) = r.req(Method::PUT, &format!("/Users/{id}"), Some(put.clone())).await;
+    let (s, again) = r
+        .req(Method::PUT, &format!("/Users/{id}"), Some(put.clone()))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(again["meta"]["version"], put["meta"]["version"]);
 
@@ -92,19 +113,37 @@ async fn replayed_post_yields_one_user_and_a_different_payload_conflicts() {
     let r = Region::start();
     let first = r.create_user("replay@example.com").await;
     for _ in 0..3 {
-        let (s, again) = r.req(Method::POST, "/Users", Some(json!({
-            "schemas": [USER], "userName": "replay@example.com", "active": true
-        }))).await;
+        let (s, again) = r
+            .req(
+                Method::POST,
+                "/Users",
+                Some(json!({
+                    "schemas": [USER], "userName": "replay@example.com", "active": true
+                })),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{again}");
         assert_eq!(again["id"], first["id"]);
         assert_eq!(again["meta"]["version"], first["meta"]["version"]);
     }
     // Same userName in another case, different payload: taken.
-    let (s, body) = r.req(Method::POST, "/Users", Some(json!({
-        "schemas": [USER], "userName": "REPLAY@example.com", "displayName": "Someone else"
-    }))).await;
+    let (s, body) = r
+        .req(
+            Method::POST,
+            "/Users",
+            Some(json!({
+                "schemas": [USER], "userName": "REPLAY@example.com", "displayName": "Someone else"
+            })),
+        )
+        .await;
     assert_scim_error(s, &body, StatusCode::CONFLICT, Some("uniqueness"));
-    let (_, list) = r.req(Method::GET, "/Users?filter=userName%20eq%20%22replay%40example.com%22", None).await;
+    let (_, list) = r
+        .req(
+            Method::GET,
+            "/Users?filter=userName%20eq%20%22replay%40example.com%22",
+            None,
+        )
+        .await;
     assert_eq!(list["totalResults"], json!(1));
 }
 
@@ -117,9 +156,14 @@ async fn concurrent_posts_of_one_user_yield_one_id() {
         let url = format!("{}/Users", r.scim());
         let token = r.token().to_string();
         tasks.push(tokio::spawn(async move {
-            let resp = client.post(url).bearer_auth(token).header("content-type", "application/scim+json")
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/scim+json")
                 .body(json!({"schemas": [USER], "userName": "race@example.com"}).to_string())
-                .send().await.unwrap();
+                .send()
+                .await
+                .unwrap();
             (resp.status(), resp.json::<Value>().await.unwrap())
         }));
     }
@@ -159,22 +203,41 @@ async fn get(r: &Region, q: &str) -> (StatusCode, Value) {
 async fn filters_sorting_paging_and_projection() {
     let r = Region::start();
     for (i, name) in ["carol", "alice", "bob", "dave", "erin"].iter().enumerate() {
-        let (s, v) = r.req(Method::POST, "/Users", Some(json!({
-            "schemas": [USER], "userName": name, "displayName": format!("User {i}"),
-            "active": i % 2 == 0,
-            "emails": [{"value": format!("{name}@x.example"), "type": "work"}],
-        }))).await;
+        let (s, v) = r
+            .req(
+                Method::POST,
+                "/Users",
+                Some(json!({
+                    "schemas": [USER], "userName": name, "displayName": format!("User {i}"),
+                    "active": i % 2 == 0,
+                    "emails": [{"value": format!("{name}@x.example"), "type": "work"}],
+                })),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
     let names = |v: &Value| -> Vec<String> {
-        v["Resources"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap_or("").to_string()).collect()
+        v["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["userName"].as_str().unwrap_or("").to_string())
+            .collect()
     };
     let (s, v) = get(&r, "filter=userName%20eq%20%22ALICE%22").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(names(&v), vec!["alice"]);
-    let (_, v) = get(&r, "filter=userName%20sw%20%22b%22%20or%20userName%20ew%20%22n%22&sortBy=userName").await;
+    let (_, v) = get(
+        &r,
+        "filter=userName%20sw%20%22b%22%20or%20userName%20ew%20%22n%22&sortBy=userName",
+    )
+    .await;
     assert_eq!(names(&v), vec!["bob", "erin"]);
-    let (_, v) = get(&r, "filter=emails%5Btype%20eq%20%22work%22%20and%20value%20co%20%22dave%22%5D").await;
+    let (_, v) = get(
+        &r,
+        "filter=emails%5Btype%20eq%20%22work%22%20and%20value%20co%20%22dave%22%5D",
+    )
+    .await;
     assert_eq!(names(&v), vec!["dave"]);
     let (_, v) = get(&r, "filter=active%20eq%20true%20and%20not%20(userName%20eq%20%22carol%22)&sortBy=userName&sortOrder=descending").await;
     assert_eq!(names(&v), vec!["erin", "bob"]);
@@ -191,29 +254,54 @@ async fn filters_sorting_paging_and_projection() {
     assert_eq!(v["totalResults"], json!(5));
     assert_eq!(v["Resources"], json!([]));
     // Projection.
-    let (_, v) = get(&r, "filter=userName%20eq%20%22bob%22&attributes=displayName").await;
+    let (_, v) = get(
+        &r,
+        "filter=userName%20eq%20%22bob%22&attributes=displayName",
+    )
+    .await;
     let u = &v["Resources"][0];
     assert_eq!(u["displayName"], json!("User 2"));
     assert!(u.get("id").is_some(), "id is returned always");
     assert!(u.get("emails").is_none(), "{u}");
-    let (_, v) = get(&r, "filter=userName%20eq%20%22bob%22&excludedAttributes=emails").await;
+    let (_, v) = get(
+        &r,
+        "filter=userName%20eq%20%22bob%22&excludedAttributes=emails",
+    )
+    .await;
     assert!(v["Resources"][0].get("emails").is_none());
     assert_eq!(v["Resources"][0]["userName"], json!("bob"));
     // POST /.search, per type and at the root.
-    let (s, v) = r.req(Method::POST, "/Users/.search", Some(json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-        "filter": "userName eq \"erin\"", "attributes": ["userName"]
-    }))).await;
+    let (s, v) = r
+        .req(
+            Method::POST,
+            "/Users/.search",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName eq \"erin\"", "attributes": ["userName"]
+            })),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(names(&v), vec!["erin"]);
-    let (s, v) = r.req(Method::POST, "/.search", Some(json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-        "filter": "userName eq \"erin\""
-    }))).await;
+    let (s, v) = r
+        .req(
+            Method::POST,
+            "/.search",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName eq \"erin\""
+            })),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["totalResults"], json!(1));
     // Bad filters are invalidFilter.
-    for bad in ["userName%20eq", "userName%20zz%20%22a%22", "(userName%20eq%20%22a%22", "userName%20eq%20%22a%22%20garbage"] {
+    for bad in [
+        "userName%20eq",
+        "userName%20zz%20%22a%22",
+        "(userName%20eq%20%22a%22",
+        "userName%20eq%20%22a%22%20garbage",
+    ] {
         let (s, v) = get(&r, &format!("filter={bad}")).await;
         assert_scim_error(s, &v, StatusCode::BAD_REQUEST, Some("invalidFilter"));
     }
@@ -228,17 +316,53 @@ async fn etags_give_304_and_412() {
     let u = r.create_user("etag@example.com").await;
     let id = u["id"].as_str().unwrap();
     let version = u["meta"]["version"].as_str().unwrap();
-    let resp = r.send(r.token(), Method::GET, &format!("/Users/{id}"), None, &[("if-none-match", version)]).await;
+    let resp = r
+        .send(
+            r.token(),
+            Method::GET,
+            &format!("/Users/{id}"),
+            None,
+            &[("if-none-match", version)],
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     let patch = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "x"}]});
-    let resp = r.send(r.token(), Method::PATCH, &format!("/Users/{id}"), Some(patch.clone()), &[("if-match", "W/\"stale\"")]).await;
+    let resp = r
+        .send(
+            r.token(),
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(patch.clone()),
+            &[("if-match", "W/\"stale\"")],
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["schemas"], json!([ERROR]));
-    let resp = r.send(r.token(), Method::PATCH, &format!("/Users/{id}"), Some(patch), &[("if-match", version)]).await;
+    let resp = r
+        .send(
+            r.token(),
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(patch),
+            &[("if-match", version)],
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let resp = r.send(r.token(), Method::DELETE, &format!("/Users/{id}"), None, &[("if-match", version)]).await;
-    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED, "old version must not delete");
+    let resp = r
+        .send(
+            r.token(),
+            Method::DELETE,
+            &format!("/Users/{id}"),
+            None,
+            &[("if-match", version)],
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "old version must not delete"
+    );
 }
 
 #[tokio::test]
@@ -247,8 +371,15 @@ async fn bad_input_gets_scim_errors_and_changes_nothing() {
     let u = r.create_user("errors@example.com").await;
     let id = u["id"].as_str().unwrap().to_string();
     // Malformed JSON.
-    let resp = r.client.post(format!("{}/Users", r.scim())).bearer_auth(r.token())
-        .header("content-type", "application/scim+json").body("{\"userName\": ").send().await.unwrap();
+    let resp = r
+        .client
+        .post(format!("{}/Users", r.scim()))
+        .bearer_auth(r.token())
+        .header("content-type", "application/scim+json")
+        .body("{\"userName\": ")
+        .send()
+        .await
+        .unwrap();
     let s = resp.status();
     let v: Value = resp.json().await.unwrap();
     assert_scim_error(s, &v, StatusCode::BAD_REQUEST, Some("invalidSyntax"));
@@ -257,24 +388,45 @@ async fn bad_input_gets_scim_errors_and_changes_nothing() {
     let (s, v) = r.req(Method::POST, "/Users", Some(big)).await;
     assert_scim_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, None);
     // Missing userName, wrong type.
-    let (s, v) = r.req(Method::POST, "/Users", Some(json!({"schemas": [USER], "displayName": "x"}))).await;
+    let (s, v) = r
+        .req(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER], "displayName": "x"})),
+        )
+        .await;
     assert_scim_error(s, &v, StatusCode::BAD_REQUEST, None);
-    let (s, v) = r.req(Method::POST, "/Users", Some(json!({"schemas": [USER], "userName": "x", "active": "maybe"}))).await;
+    let (s, v) = r
+        .req(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": "x", "active": "maybe"})),
+        )
+        .await;
     assert_scim_error(s, &v, StatusCode::BAD_REQUEST, None);
     // Bad PATCH path; a failing second op leaves the first unapplied.
     let (s, v) = r.req(Method::PATCH, &format!("/Users/{id}"), Some(json!({
         "schemas": [PATCH], "Operations": [{"op": "replace", "path": "emails[type eq", "value": "x"}]
     }))).await;
     assert_scim_error(s, &v, StatusCode::BAD_REQUEST, Some("invalidPath"));
-    let (s, v) = r.req(Method::PATCH, &format!("/Users/{id}"), Some(json!({
-        "schemas": [PATCH], "Operations": [
-            {"op": "replace", "path": "displayName", "value": "changed"},
-            {"op": "replace", "path": "id", "value": "nope"}
-        ]
-    }))).await;
+    let (s, v) = r
+        .req(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": [PATCH], "Operations": [
+                    {"op": "replace", "path": "displayName", "value": "changed"},
+                    {"op": "replace", "path": "id", "value": "nope"}
+                ]
+            })),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (_, after) = r.req(Method::GET, &format!("/Users/{id}"), None).await;
-    assert!(after.get("displayName").is_none(), "half-applied PATCH: {after}");
+    assert!(
+        after.get("displayName").is_none(),
+        "half-applied PATCH: {after}"
+    );
     assert_eq!(after["meta"]["version"], u["meta"]["version"]);
     // Unknown endpoint and method.
     let (s, v) = r.req(Method::GET, "/Nope", None).await;
@@ -295,33 +447,65 @@ async fn tokens_are_required_and_tenants_are_isolated() {
     let r = Region::start_with(&["acme", "globex"], &[]);
     let acme = r.tokens[0].1.clone();
     let globex = r.tokens[1].1.clone();
-    let resp = r.client.get(format!("{}/Users", r.scim())).send().await.unwrap();
+    let resp = r
+        .client
+        .get(format!("{}/Users", r.scim()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let (s, v) = r.req_as("wrong", Method::GET, "/Users", None).await;
     assert_scim_error(s, &v, StatusCode::UNAUTHORIZED, None);
 
-    let (s, a) = r.req_as(&acme, Method::POST, "/Users", Some(json!({"schemas": [USER], "userName": "shared@x.com"}))).await;
+    let (s, a) = r
+        .req_as(
+            &acme,
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": "shared@x.com"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let id = a["id"].as_str().unwrap();
     // The same userName is free in the other tenant (and gets its own id).
-    let (s, g) = r.req_as(&globex, Method::POST, "/Users", Some(json!({"schemas": [USER], "userName": "shared@x.com", "displayName": "G"}))).await;
+    let (s, g) = r
+        .req_as(
+            &globex,
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": "shared@x.com", "displayName": "G"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{g}");
     assert_ne!(g["id"], a["id"]);
     // Globex cannot read, list, filter, patch or delete acme's user.
-    let (s, _) = r.req_as(&globex, Method::GET, &format!("/Users/{id}"), None).await;
+    let (s, _) = r
+        .req_as(&globex, Method::GET, &format!("/Users/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, list) = r.req_as(&globex, Method::GET, "/Users", None).await;
     assert_eq!(list["totalResults"], json!(1));
     assert_eq!(list["Resources"][0]["id"], g["id"]);
-    let (_, list) = r.req_as(&globex, Method::GET, "/Users?filter=displayName%20pr%20or%20userName%20pr", None).await;
+    let (_, list) = r
+        .req_as(
+            &globex,
+            Method::GET,
+            "/Users?filter=displayName%20pr%20or%20userName%20pr",
+            None,
+        )
+        .await;
     assert_eq!(list["totalResults"], json!(1));
     let (s, _) = r.req_as(&globex, Method::PATCH, &format!("/Users/{id}"), Some(json!({
         "schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]
     }))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = r.req_as(&globex, Method::DELETE, &format!("/Users/{id}"), None).await;
+    let (s, _) = r
+        .req_as(&globex, Method::DELETE, &format!("/Users/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, still) = r.req_as(&acme, Method::GET, &format!("/Users/{id}"), None).await;
+    let (s, still) = r
+        .req_as(&acme, Method::GET, &format!("/Users/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(still, a);
 }
@@ -332,10 +516,16 @@ async fn groups_members_and_computed_user_groups() {
     let u1 = r.create_user("m1").await;
     let u2 = r.create_user("m2").await;
     let (id1, id2) = (u1["id"].as_str().unwrap(), u2["id"].as_str().unwrap());
-    let (s, g) = r.req(Method::POST, "/Groups", Some(json!({
-        "schemas": [GROUP], "displayName": "Engineering",
-        "members": [{"value": id1, "type": "User"}]
-    }))).await;
+    let (s, g) = r
+        .req(
+            Method::POST,
+            "/Groups",
+            Some(json!({
+                "schemas": [GROUP], "displayName": "Engineering",
+                "members": [{"value": id1, "type": "User"}]
+            })),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{g}");
     let gid = g["id"].as_str().unwrap();
     let (s, g) = r.req(Method::PATCH, &format!("/Groups/{gid}"), Some(json!({
@@ -347,7 +537,13 @@ async fn groups_members_and_computed_user_groups() {
     assert_eq!(user["groups"][0]["value"], json!(gid));
     assert_eq!(user["groups"][0]["display"], json!("Engineering"));
     // Entra reads groups without members; filters by displayName.
-    let (_, list) = r.req(Method::GET, "/Groups?filter=displayName%20eq%20%22engineering%22&excludedAttributes=members", None).await;
+    let (_, list) = r
+        .req(
+            Method::GET,
+            "/Groups?filter=displayName%20eq%20%22engineering%22&excludedAttributes=members",
+            None,
+        )
+        .await;
     assert_eq!(list["totalResults"], json!(1));
     assert!(list["Resources"][0].get("members").is_none());
     // Entra removes listed members only.
@@ -364,8 +560,20 @@ async fn groups_members_and_computed_user_groups() {
     let (_, g) = r.req(Method::GET, &format!("/Groups/{gid}"), None).await;
     assert!(g.get("members").is_none(), "{g}");
     // members[value eq ...] filter on groups.
-    let (_, g2) = r.req(Method::POST, "/Groups", Some(json!({"schemas": [GROUP], "displayName": "Ops", "members": [{"value": id1}]}))).await;
-    let (_, list) = r.req(Method::GET, &format!("/Groups?filter=members%5Bvalue%20eq%20%22{id1}%22%5D"), None).await;
+    let (_, g2) = r
+        .req(
+            Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Ops", "members": [{"value": id1}]})),
+        )
+        .await;
+    let (_, list) = r
+        .req(
+            Method::GET,
+            &format!("/Groups?filter=members%5Bvalue%20eq%20%22{id1}%22%5D"),
+            None,
+        )
+        .await;
     assert_eq!(list["totalResults"], json!(1));
     assert_eq!(list["Resources"][0]["id"], g2["id"]);
 }
@@ -374,7 +582,13 @@ async fn groups_members_and_computed_user_groups() {
 async fn entra_and_okta_shaped_requests() {
     let r = Region::start();
     // Entra: POST, lookups by filter, capitalised ops, string booleans, dotted keys.
-    let (s, v) = r.req(Method::GET, "/Users?filter=userName%20eq%20%22entra%40contoso.com%22", None).await;
+    let (s, v) = r
+        .req(
+            Method::GET,
+            "/Users?filter=userName%20eq%20%22entra%40contoso.com%22",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["totalResults"], json!(0));
     let (s, u) = r.req(Method::POST, "/Users", Some(json!({
@@ -385,7 +599,13 @@ async fn entra_and_okta_shaped_requests() {
     }))).await;
     assert_eq!(s, StatusCode::CREATED, "{u}");
     let id = u["id"].as_str().unwrap();
-    let (_, v) = r.req(Method::GET, "/Users?filter=externalId%20eq%20%22e-1%22", None).await;
+    let (_, v) = r
+        .req(
+            Method::GET,
+            "/Users?filter=externalId%20eq%20%22e-1%22",
+            None,
+        )
+        .await;
     assert_eq!(v["totalResults"], json!(1));
     let (s, v) = r.req(Method::PATCH, &format!("/Users/{id}"), Some(json!({
         "schemas": [PATCH], "Operations": [
@@ -398,7 +618,13 @@ async fn entra_and_okta_shaped_requests() {
     assert_eq!(v["emails"][0]["value"], json!("new@contoso.com"));
     assert_eq!(v["name"]["givenName"], json!("Ent"));
     assert_eq!(v[ENTERPRISE]["department"], json!("Marketing"));
-    let (_, v) = r.req(Method::GET, "/Users?filter=emails%20eq%20%22new%40contoso.com%22", None).await;
+    let (_, v) = r
+        .req(
+            Method::GET,
+            "/Users?filter=emails%20eq%20%22new%40contoso.com%22",
+            None,
+        )
+        .await;
     assert_eq!(v["totalResults"], json!(1));
     let (s, v) = r.req(Method::PATCH, &format!("/Users/{id}"), Some(json!({
         "schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]
@@ -409,7 +635,13 @@ async fn entra_and_okta_shaped_requests() {
     assert_eq!(s, StatusCode::NO_CONTENT);
 
     // Okta: lookup with count=100, create, PUT profile update, deactivate without path.
-    let (_, v) = r.req(Method::GET, "/Users?filter=userName%20eq%20%22okta%40example.com%22&startIndex=1&count=100", None).await;
+    let (_, v) = r
+        .req(
+            Method::GET,
+            "/Users?filter=userName%20eq%20%22okta%40example.com%22&startIndex=1&count=100",
+            None,
+        )
+        .await;
     assert_eq!(v["totalResults"], json!(0));
     let (s, u) = r.req(Method::POST, "/Users", Some(json!({
         "schemas": [USER], "userName": "okta@example.com", "name": {"givenName": "Okta", "familyName": "User"},
@@ -424,12 +656,22 @@ async fn entra_and_okta_shaped_requests() {
     let (s, v) = r.req(Method::PUT, &format!("/Users/{id}"), Some(put)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["name"]["givenName"], json!("Okta2"));
-    let (s, v) = r.req(Method::PATCH, &format!("/Users/{id}"), Some(json!({
-        "schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]
-    }))).await;
+    let (s, v) = r
+        .req(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]
+            })),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["active"], json!(false));
-    assert_eq!(v["userName"], json!("okta@example.com"), "PATCH answers the full resource");
+    assert_eq!(
+        v["userName"],
+        json!("okta@example.com"),
+        "PATCH answers the full resource"
+    );
 }
 
 #[tokio::test]
@@ -440,11 +682,24 @@ async fn discovery_documents_are_complete() {
     assert_eq!(spc["patch"]["supported"], json!(true));
     assert_eq!(spc["filter"]["maxResults"], json!(1000));
     let (_, schemas) = r.req(Method::GET, "/Schemas", None).await;
-    let ids: Vec<&str> = schemas["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&USER) && ids.contains(&ENTERPRISE) && ids.contains(&GROUP), "{ids:?}");
+    let ids: Vec<&str> = schemas["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&USER) && ids.contains(&ENTERPRISE) && ids.contains(&GROUP),
+        "{ids:?}"
+    );
     let (s, user) = r.req(Method::GET, &format!("/Schemas/{USER}"), None).await;
     assert_eq!(s, StatusCode::OK);
-    let user_name = user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "userName").unwrap();
+    let user_name = user["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "userName")
+        .unwrap();
     assert_eq!(user_name["uniqueness"], json!("server"));
     assert_eq!(user_name["caseExact"], json!(false));
     assert_eq!(user_name["required"], json!(true));
@@ -458,31 +713,61 @@ async fn discovery_documents_are_complete() {
 #[tokio::test]
 async fn health_and_metrics() {
     let r = Region::start();
-    let resp = r.client.get(format!("{}/health", r.url)).send().await.unwrap();
+    let resp = r
+        .client
+        .get(format!("{}/health", r.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let h: Value = resp.json().await.unwrap();
     assert_eq!(h["checks"]["storage"], json!("ok"));
     r.create_user("metrics@example.com").await;
-    let text = r.client.get(format!("{}/metrics", r.url)).send().await.unwrap().text().await.unwrap();
+    let text = r
+        .client
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("geoscim_http_requests_total{route=\"/scim/v2/Users\",method=\"POST\",status=\"201\"} 1"), "{text}");
-    assert!(text.contains("geoscim_http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("geoscim_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
     assert!(text.contains("geoscim_http_in_flight"), "{text}");
     assert!(text.contains("geoscim_http_shed_total"), "{text}");
 }
 
 #[tokio::test]
 async fn overload_sheds_with_503_and_retry_after() {
-    let r = Region::start_with(&["t1"], &[("GEOSCIM_HTTP__MAX_IN_FLIGHT", "2"), ("GEOSCIM_HTTP__RETRY_AFTER_SECS", "3")]);
+    let r = Region::start_with(
+        &["t1"],
+        &[
+            ("GEOSCIM_HTTP__MAX_IN_FLIGHT", "2"),
+            ("GEOSCIM_HTTP__RETRY_AFTER_SECS", "3"),
+        ],
+    );
     let mut tasks = Vec::new();
     for i in 0..64 {
         let client = r.client.clone();
         let url = format!("{}/Users", r.scim());
         let token = r.token().to_string();
         tasks.push(tokio::spawn(async move {
-            let resp = client.post(url).bearer_auth(token).header("content-type", "application/scim+json")
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/scim+json")
                 .body(json!({"schemas": [USER], "userName": format!("load{i}")}).to_string())
-                .send().await.unwrap();
-            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                .send()
+                .await
+                .unwrap();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
             (resp.status(), retry)
         }));
     }

@@ -28,7 +28,13 @@ async fn scim2_tester_reports_every_check_success() {
     let token = region.token().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
-            .args(["--url", &scim, "--header", &format!("Authorization: Bearer {token}"), "test"])
+            .args([
+                "--url",
+                &scim,
+                "--header",
+                &format!("Authorization: Bearer {token}"),
+                "test",
+            ])
             .output()
             .expect("run scim2")
     })
@@ -37,9 +43,28 @@ async fn scim2_tester_reports_every_check_success() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let checks: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    let failed: Vec<&&str> = checks.iter().filter(|l| !l.trim_start().starts_with("SUCCESS")).collect();
-    println!("scim2 test: {} lines, {} not SUCCESS", checks.len(), failed.len());
+    let failed: Vec<&&str> = checks
+        .iter()
+        .filter(|l| !l.trim_start().starts_with("SUCCESS"))
+        .collect();
+    println!(
+        "scim2 test: {} lines, {} not SUCCESS",
+        checks.len(),
+        failed.len()
+    );
     assert!(checks.len() > 50, "too few checks ran:\n{stdout}\n{stderr}");
-    assert!(failed.is_empty(), "checks not SUCCESS:\n{}\n--- stderr:\n{stderr}", failed.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("\n"));
-    assert!(out.status.success(), "scim2 exited with {:?}\n{stderr}", out.status);
+    assert!(
+        failed.is_empty(),
+        "checks not SUCCESS:\n{}\n--- stderr:\n{stderr}",
+        failed
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        out.status.success(),
+        "scim2 exited with {:?}\n{stderr}",
+        out.status
+    );
 }

@@ -46,13 +46,20 @@ impl Region {
             .iter()
             .map(|t| (t.to_string(), format!("test-token-{t}-{}", rand_suffix())))
             .collect();
-        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         let mut r = Region::spawn(tmp.path().join("data"), tokens, env);
         r._tmp = Some(tmp);
         r
     }
 
-    fn spawn(dir: PathBuf, tokens: Vec<(String, String)>, extra_env: Vec<(String, String)>) -> Region {
+    fn spawn(
+        dir: PathBuf,
+        tokens: Vec<(String, String)>,
+        extra_env: Vec<(String, String)>,
+    ) -> Region {
         let token_toml = format!(
             "[{}]",
             tokens
@@ -107,7 +114,11 @@ impl Region {
     pub fn restart(mut self) -> Region {
         self.kill9();
         let tmp = self._tmp.take();
-        let mut r = Region::spawn(self.dir.clone(), self.tokens.clone(), self.extra_env.clone());
+        let mut r = Region::spawn(
+            self.dir.clone(),
+            self.tokens.clone(),
+            self.extra_env.clone(),
+        );
         r._tmp = tmp;
         r
     }
@@ -123,21 +134,43 @@ impl Region {
     }
 
     /// A SCIM request as the first tenant.
-    pub async fn req(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.req_as(self.token(), method, path, body).await
     }
 
     /// A SCIM request with a given token; returns status and parsed body (Null when empty).
-    pub async fn req_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn req_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let r = self.send(token, method, path, body, &[]).await;
         let status = r.status();
         let text = r.text().await.unwrap_or_default();
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
     /// A raw SCIM request with extra headers.
-    pub async fn send(&self, token: &str, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn send(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut b = self
             .client
             .request(method, format!("{}{}", self.scim(), path))
@@ -155,11 +188,15 @@ impl Region {
     /// POST a user with this userName; returns the created resource.
     pub async fn create_user(&self, user_name: &str) -> Value {
         let (s, v) = self
-            .req(Method::POST, "/Users", Some(serde_json::json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                "userName": user_name,
-                "active": true,
-            })))
+            .req(
+                Method::POST,
+                "/Users",
+                Some(serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": user_name,
+                    "active": true,
+                })),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v
@@ -188,5 +225,11 @@ impl Drop for Region {
 }
 
 fn rand_suffix() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }

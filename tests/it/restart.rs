@@ -11,17 +11,26 @@ async fn acknowledged_writes_and_etags_survive_kill_9() {
     let mut ids = Vec::new();
     for i in 0..20 {
         let u = region.create_user(&format!("durable{i}@example.com")).await;
-        ids.push((u["id"].as_str().unwrap().to_string(), u["meta"]["version"].clone()));
+        ids.push((
+            u["id"].as_str().unwrap().to_string(),
+            u["meta"]["version"].clone(),
+        ));
     }
     let (s, patched) = region
-        .req(Method::PATCH, &format!("/Users/{}", ids[0].0), Some(json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "replace", "path": "active", "value": false}]
-        })))
+        .req(
+            Method::PATCH,
+            &format!("/Users/{}", ids[0].0),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]
+            })),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{patched}");
     ids[0].1 = patched["meta"]["version"].clone();
-    let (s, _) = region.req(Method::DELETE, &format!("/Users/{}", ids[1].0), None).await;
+    let (s, _) = region
+        .req(Method::DELETE, &format!("/Users/{}", ids[1].0), None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 
     let region = region.restart();
@@ -33,9 +42,14 @@ async fn acknowledged_writes_and_etags_survive_kill_9() {
             continue;
         }
         assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(&v["meta"]["version"], version, "ETag changed across restart");
+        assert_eq!(
+            &v["meta"]["version"], version,
+            "ETag changed across restart"
+        );
     }
-    let (_, v) = region.req(Method::GET, &format!("/Users/{}", ids[0].0), None).await;
+    let (_, v) = region
+        .req(Method::GET, &format!("/Users/{}", ids[0].0), None)
+        .await;
     assert_eq!(v["active"], json!(false));
     // The replay of an old POST after restart still lands on the same user.
     let again = region.create_user("durable5@example.com").await;
