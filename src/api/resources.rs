@@ -415,6 +415,8 @@ fn index_name(kind: ResourceKind, path: &AttrPath) -> Option<&'static str> {
     }
     let full = match &path.sub {
         Some(sub) => format!("{}.{}", path.name, sub),
+        // A multi-valued attribute without a sub-attribute compares its `value` (RFC 7644).
+        None if path.name.eq_ignore_ascii_case("emails") => "emails.value".to_string(),
         None => path.name.clone(),
     };
     indexed_attrs(kind)

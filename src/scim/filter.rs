@@ -528,18 +528,38 @@ impl<'a> Parser<'a> {
         self.expect_char(']', "missing ']' to close the value filter")?;
         self.in_value_filter = false;
         self.nesting -= 1;
-        if self.peek() == Some('.') {
-            return Err(self.error(
-                self.pos,
-                "a sub-attribute after a value filter ('emails[...].value') is only allowed in PATCH paths",
-            ));
-        }
+        // Not in RFC 7644's filter grammar, but Entra ID sends it when a matching attribute is
+        // `emails[type eq "work"].value`: read `attr[f].sub op v` as `attr[f and sub op v]`.
+        let inner = if self.peek() == Some('.') {
+            self.pos += 1;
+            let sub_at = self.pos;
+            let sub = self.take_word().to_string();
+            if !is_attr_name(&sub) {
+                return Err(self.error(sub_at, "expected a sub-attribute name after ']. '"));
+            }
+            let sub_path = AttrPath { uri: None, name: sub, sub: None };
+            self.skip_ws();
+            let op_at = self.pos;
+            let op_text = self.take_word();
+            let tail = if op_text.eq_ignore_ascii_case("pr") {
+                Filter::Present(sub_path)
+            } else {
+                let Some(op) = parse_op(op_text) else {
+                    return Err(self.error(op_at, "expected an operator after the sub-attribute"));
+                };
+                let value = self.parse_value(op_text)?;
+                Filter::Compare { path: sub_path, op, value }
+            };
+            Filter::And(Box::new(inner), Box::new(tail))
+        } else {
+            inner
+        };
         Ok((
             Filter::ValuePath {
                 path,
                 filter: Box::new(inner),
             },
-            self.check_height(h + 1)?,
+            self.check_height(h + 2)?,
         ))
     }
 
@@ -1234,9 +1254,18 @@ mod tests {
     }
 
     #[test]
-    fn value_path_sub_attribute_is_only_for_patch_paths() {
-        let detail = parse_err(r#"emails[type eq "work"].value eq "x""#);
-        assert!(detail.contains("only allowed in PATCH paths"), "{detail}");
+    fn entra_value_path_with_sub_attribute_reads_as_a_conjunction() {
+        assert_eq!(
+            p(r#"emails[type eq "work"].value eq "a@x.com""#).to_string(),
+            r#"emails[type eq "work" and value eq "a@x.com"]"#
+        );
+        let user = json!({"userName": "u", "emails": [
+            {"type": "home", "value": "a@x.com"}, {"type": "work", "value": "b@x.com"}]});
+        let f = p(r#"emails[type eq "work"].value eq "A@X.com""#);
+        assert!(!matches(&f, &user, ResourceKind::User));
+        let f = p(r#"emails[type eq "work"].value eq "B@X.com""#);
+        assert!(matches(&f, &user, ResourceKind::User));
+        assert!(parse_err(r#"emails[type eq "work"].value zz "x""#).contains("operator"));
     }
 
     #[test]
