@@ -42,6 +42,7 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- thread state
 ok2xx, non2xx, created, wrong = 0, 0, 0, 0   -- globals: read by done() through thread:get()
+bad_status = {}                               -- status -> count, for the non-2xx answers
 local counter = 0
 local ids, names = {}, {}
 local out, quota, stopped = nil, 0, false
@@ -124,7 +125,12 @@ end
 
 function response(status, headers, body)
   if stopped then return end
-  if status >= 200 and status < 300 then ok2xx = ok2xx + 1 else non2xx = non2xx + 1 end
+  if status >= 200 and status < 300 then
+    ok2xx = ok2xx + 1
+  else
+    non2xx = non2xx + 1
+    bad_status[status] = (bad_status[status] or 0) + 1
+  end
   if case == "filter" and status == 200 then
     -- a filter on an existing userName must find exactly that user: a fast empty answer is wrong
     if not (body and body:find('"totalResults"%s*:%s*1[^%d]')) then wrong = wrong + 1 end
@@ -143,18 +149,25 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local ok, bad, made, wrongs = 0, 0, 0, 0
+  local ok, bad, made, wrongs, by_status = 0, 0, 0, 0, {}
   for _, t in ipairs(threads) do
     ok = ok + (t:get("ok2xx") or 0)
     bad = bad + (t:get("non2xx") or 0)
     made = made + (t:get("created") or 0)
     wrongs = wrongs + (t:get("wrong") or 0)
+    for st, n in pairs(t:get("bad_status") or {}) do by_status[st] = (by_status[st] or 0) + n end
   end
+  local codes = {}
+  for st in pairs(by_status) do codes[#codes + 1] = st end
+  table.sort(codes)
+  local parts = {}
+  for _, st in ipairs(codes) do parts[#parts + 1] = st .. ":" .. by_status[st] end
+  local statuses = #parts > 0 and table.concat(parts, ",") or "-"
   local e = summary.errors
   io.write(string.format(
     "BENCH_RESULT requests=%d duration_us=%d ok2xx=%d non2xx=%d created=%d wrong=%d "
-      .. "connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d mean_us=%d max_us=%d\n",
+      .. "connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d mean_us=%d max_us=%d statuses=%s\n",
     summary.requests, summary.duration, ok, bad, made, wrongs,
     e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.mean, latency.max))
+    latency:percentile(50), latency:percentile(99), latency.mean, latency.max, statuses))
 end
