@@ -9,6 +9,7 @@
 //!   No I/O.
 //! - `store`: the only code that touches RocksDB and Automerge: documents, materialised views,
 //!   indexes and the replication log, one synced write batch per request.
+//! - `replication`: the sans-IO replication protocol: wire format, per-origin marks, `Replicator`.
 //! - `api`: the axum routers (SCIM, `/health`, `/metrics`): auth, load shedding, SCIM error
 //!   mapping.
 //! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod ids;
+pub mod replication;
 pub mod scim;
 pub mod server;
 pub mod store;

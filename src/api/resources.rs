@@ -191,17 +191,19 @@ pub async fn create_user(
     s: State<Arc<AppState>>,
     t: Extension<Tenant>,
     h: HeaderMap,
+    q: RawQuery,
     b: ScimJson,
 ) -> Result<Response, ApiError> {
-    create(s, t, h, b, ResourceKind::User).await
+    create(s, t, h, q, b, ResourceKind::User).await
 }
 pub async fn create_group(
     s: State<Arc<AppState>>,
     t: Extension<Tenant>,
     h: HeaderMap,
+    q: RawQuery,
     b: ScimJson,
 ) -> Result<Response, ApiError> {
-    create(s, t, h, b, ResourceKind::Group).await
+    create(s, t, h, q, b, ResourceKind::Group).await
 }
 pub async fn get_user(
     s: State<Arc<AppState>>,
@@ -429,10 +431,12 @@ async fn create(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     ScimJson(body): ScimJson,
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     let attrs = stored_attrs(resource::normalize(kind, &body)?);
+    let (attributes, excluded) = projection(&state, raw)?;
     let base = base_url(&state, &headers);
     let (stored, view) = blocking(&state, move |store| {
         let stored = match store.create(&tenant, kind, attrs)? {
@@ -446,9 +450,10 @@ async fn create(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let body = list::project(&view, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::CREATED,
-        &view,
+        &body,
         &stored.version,
         Some(&location),
     ))

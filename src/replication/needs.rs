@@ -25,7 +25,10 @@ pub fn still_needed<'a>(ours: &'a Hwm, theirs: &Hwm) -> BTreeMap<&'a str, RangeI
 
 /// How many changes the peer lacks from us in total (the "changes behind" of the lag metric).
 pub fn changes_behind(ours: &Hwm, theirs: &Hwm) -> u64 {
-    still_needed(ours, theirs).values().map(|r| r.end() - r.start() + 1).sum()
+    still_needed(ours, theirs)
+        .values()
+        .map(|r| r.end() - r.start() + 1)
+        .sum()
 }
 
 /// Which of the regions `peer` is connected to (`reaches`, from its last `Status`) should forward
@@ -36,11 +39,20 @@ pub fn changes_behind(ours: &Hwm, theirs: &Hwm) -> u64 {
 /// The choice is a stable hash of (origin, peer, candidate), so the forwarding load of several
 /// unreachable origins spreads over the candidates; the hash is FNV-1a, fixed forever, because
 /// regions running different builds must agree.
-pub fn designated_forwarder<'a>(origin: &str, peer: &str, reaches: &'a BTreeSet<String>) -> Option<&'a str> {
+pub fn designated_forwarder<'a>(
+    origin: &str,
+    peer: &str,
+    reaches: &'a BTreeSet<String>,
+) -> Option<&'a str> {
     reaches
         .iter()
         .filter(|c| c.as_str() != origin && c.as_str() != peer)
-        .min_by_key(|c| (fnv1a(&[origin.as_bytes(), peer.as_bytes(), c.as_bytes()]), c.as_str()))
+        .min_by_key(|c| {
+            (
+                fnv1a(&[origin.as_bytes(), peer.as_bytes(), c.as_bytes()]),
+                c.as_str(),
+            )
+        })
         .map(String::as_str)
 }
 
@@ -128,13 +140,20 @@ mod tests {
         // Every region computes the same choice, whatever order it learned the names in.
         let mut reversed: Vec<_> = reaches.iter().cloned().collect();
         reversed.reverse();
-        assert_eq!(designated_forwarder("o", "p", &reversed.into_iter().collect()), Some(chosen));
+        assert_eq!(
+            designated_forwarder("o", "p", &reversed.into_iter().collect()),
+            Some(chosen)
+        );
         assert_eq!(designated_forwarder("a", "b", &set(&["a", "b"])), None);
-        assert_eq!(designated_forwarder("a", "b", &set(&["a", "b", "c"])), Some("c"));
+        assert_eq!(
+            designated_forwarder("a", "b", &set(&["a", "b", "c"])),
+            Some("c")
+        );
         // Different unreachable origins spread over the candidates.
         let many = set(&["f1", "f2", "f3", "f4", "f5"]);
-        let chosen: BTreeSet<_> =
-            (0..40).filter_map(|i| designated_forwarder(&format!("o{i}"), "p", &many)).collect();
+        let chosen: BTreeSet<_> = (0..40)
+            .filter_map(|i| designated_forwarder(&format!("o{i}"), "p", &many))
+            .collect();
         assert!(chosen.len() >= 3, "{chosen:?}");
     }
 
@@ -159,7 +178,11 @@ mod tests {
         let reaches = set(&["a", "b", "c"]);
         let chosen = designated_forwarder("o", "p", &reaches).unwrap();
         for me in ["a", "b", "c"] {
-            assert_eq!(should_send(me, "p", "o", Some(&reaches), 0, 1000), me == chosen, "{me}");
+            assert_eq!(
+                should_send(me, "p", "o", Some(&reaches), 0, 1000),
+                me == chosen,
+                "{me}"
+            );
         }
     }
 

@@ -65,7 +65,11 @@ pub enum Message {
 pub enum MessageV1 {
     /// First message on every connection, both ways: who I am, the highest protocol version I
     /// speak, and my durable high-water marks (so the peer knows what to send me).
-    Hello { region: String, protocol: u32, hwm: Hwm },
+    Hello {
+        region: String,
+        protocol: u32,
+        hwm: Hwm,
+    },
     /// A batch of consecutive-or-increasing log entries of one origin.
     Entries { origin: String, entries: Vec<Entry> },
     /// My durable high-water marks, sent after my own commit of entries a peer sent (feeds the
@@ -75,7 +79,10 @@ pub enum MessageV1 {
     Need { origin: String, from: u64 },
     /// Periodic advertisement: my durable high-water marks and the regions I am connected to
     /// (lets peers decide who forwards an origin I cannot reach).
-    Status { hwm: Hwm, connected: BTreeSet<String> },
+    Status {
+        hwm: Hwm,
+        connected: BTreeSet<String>,
+    },
     /// A digest of all my documents' heads at exactly these high-water marks: two regions with
     /// equal marks must have equal digests, or they diverged.
     Digest { hwm: Hwm, digest: [u8; 32] },
@@ -142,12 +149,16 @@ pub fn encode_frame(msg: &Message) -> Vec<u8> {
 /// yet, `Ok(Some((message, bytes used)))` otherwise. An error means the peer is broken or
 /// hostile: close the connection.
 pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
-    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
     if len > MAX_FRAME {
         return Err(WireError::TooLarge(len as u64));
     }
-    let Some(payload) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some(payload) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
     Ok(Some((decode(payload)?, 4 + len)))
 }
 
@@ -169,7 +180,11 @@ pub fn decode(payload: &[u8]) -> Result<Message, WireError> {
 
 fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
     match m {
-        MessageV1::Hello { region, protocol, hwm } => {
+        MessageV1::Hello {
+            region,
+            protocol,
+            hwm,
+        } => {
             out.push(KIND_HELLO);
             put_str(out, region);
             put_varint(out, u64::from(*protocol));
@@ -216,8 +231,13 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
     Ok(match r.u8()? {
         KIND_HELLO => {
             let region = r.name()?;
-            let protocol = u32::try_from(r.varint()?).map_err(|_| WireError::Malformed("protocol"))?;
-            MessageV1::Hello { region, protocol, hwm: r.hwm()? }
+            let protocol =
+                u32::try_from(r.varint()?).map_err(|_| WireError::Malformed("protocol"))?;
+            MessageV1::Hello {
+                region,
+                protocol,
+                hwm: r.hwm()?,
+            }
         }
         KIND_ENTRIES => {
             let origin = r.name()?;
@@ -230,7 +250,9 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
                 if delta == 0 {
                     return Err(WireError::Malformed("entry sequences must increase"));
                 }
-                let seq = prev.checked_add(delta).ok_or(WireError::Malformed("entry sequence overflows"))?;
+                let seq = prev
+                    .checked_add(delta)
+                    .ok_or(WireError::Malformed("entry sequence overflows"))?;
                 prev = seq;
                 let bytes = r.bytes()?.to_vec();
                 entries.push((seq, bytes));
@@ -380,12 +402,30 @@ mod tests {
     #[test]
     fn every_kind_round_trips_through_a_frame() {
         let messages = vec![
-            MessageV1::Hello { region: "eu".into(), protocol: 1, hwm: hwm(&[("eu", 7), ("us", 3)]) },
-            MessageV1::Entries { origin: "us".into(), entries: vec![(4, vec![1, 2, 3]), (5, vec![]), (9, vec![7])] },
-            MessageV1::Ack { hwm: hwm(&[("eu", u64::MAX)]) },
-            MessageV1::Need { origin: "ap".into(), from: 12 },
-            MessageV1::Status { hwm: hwm(&[]), connected: ["ap".to_string(), "us".to_string()].into() },
-            MessageV1::Digest { hwm: hwm(&[("eu", 1)]), digest: [9; 32] },
+            MessageV1::Hello {
+                region: "eu".into(),
+                protocol: 1,
+                hwm: hwm(&[("eu", 7), ("us", 3)]),
+            },
+            MessageV1::Entries {
+                origin: "us".into(),
+                entries: vec![(4, vec![1, 2, 3]), (5, vec![]), (9, vec![7])],
+            },
+            MessageV1::Ack {
+                hwm: hwm(&[("eu", u64::MAX)]),
+            },
+            MessageV1::Need {
+                origin: "ap".into(),
+                from: 12,
+            },
+            MessageV1::Status {
+                hwm: hwm(&[]),
+                connected: ["ap".to_string(), "us".to_string()].into(),
+            },
+            MessageV1::Digest {
+                hwm: hwm(&[("eu", 1)]),
+                digest: [9; 32],
+            },
         ];
         for m in messages {
             let m = Message::V1(m);
@@ -393,7 +433,11 @@ mod tests {
             assert_eq!(decode_frame(&frame), Ok(Some((m.clone(), frame.len()))));
             // Any strict prefix is "not yet", never an error or a wrong message.
             for cut in 0..frame.len() {
-                assert_eq!(decode_frame(&frame[..cut]), Ok(None), "prefix of {cut} bytes");
+                assert_eq!(
+                    decode_frame(&frame[..cut]),
+                    Ok(None),
+                    "prefix of {cut} bytes"
+                );
             }
         }
     }
@@ -401,7 +445,10 @@ mod tests {
     #[test]
     fn a_contiguous_batch_costs_two_bytes_of_framing_per_small_entry() {
         let entries: Vec<Entry> = (1000..1100).map(|s| (s, vec![0; 100])).collect();
-        let m = Message::V1(MessageV1::Entries { origin: "eu-west".into(), entries });
+        let m = Message::V1(MessageV1::Entries {
+            origin: "eu-west".into(),
+            entries,
+        });
         // 100 × (1 delta byte + 1 length byte + 100 bytes) + header.
         assert!(encode(&m).len() <= 100 * 102 + 16, "{}", encode(&m).len());
     }
@@ -422,15 +469,26 @@ mod tests {
             Err(WireError::Malformed("entry sequences must increase"))
         );
         // Need from 0.
-        assert_eq!(decode(&[1, KIND_NEED, 1, b'a', 0]), Err(WireError::Malformed("need from sequence 0")));
+        assert_eq!(
+            decode(&[1, KIND_NEED, 1, b'a', 0]),
+            Err(WireError::Malformed("need from sequence 0"))
+        );
         // Trailing garbage.
         let mut ack = encode(&Message::V1(MessageV1::Ack { hwm: Hwm::new() }));
         ack.push(0);
         assert_eq!(decode(&ack), Err(WireError::TrailingBytes(1)));
         // A length prefix beyond the limit is refused before any bytes arrive.
-        assert_eq!(decode_frame(&u32::MAX.to_be_bytes()), Err(WireError::TooLarge(u32::MAX as u64)));
+        assert_eq!(
+            decode_frame(&u32::MAX.to_be_bytes()),
+            Err(WireError::TooLarge(u32::MAX as u64))
+        );
         // A varint that overflows 64 bits.
-        assert!(matches!(decode(&[1, KIND_NEED, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode(&[
+                1, KIND_NEED, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02
+            ]),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -453,7 +511,13 @@ mod tests {
     }
 
     fn entries_strategy() -> impl Strategy<Value = Vec<Entry>> {
-        (1u64..u64::MAX / 2, proptest::collection::vec((1u64..1000, proptest::collection::vec(any::<u8>(), 0..40)), 0..20))
+        (
+            1u64..u64::MAX / 2,
+            proptest::collection::vec(
+                (1u64..1000, proptest::collection::vec(any::<u8>(), 0..40)),
+                0..20,
+            ),
+        )
             .prop_map(|(start, items)| {
                 let mut seq = start - 1;
                 items
@@ -468,14 +532,24 @@ mod tests {
 
     fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (name(), any::<u32>(), hwm_strategy())
-                .prop_map(|(region, protocol, hwm)| MessageV1::Hello { region, protocol, hwm }),
-            (name(), entries_strategy()).prop_map(|(origin, entries)| MessageV1::Entries { origin, entries }),
+            (name(), any::<u32>(), hwm_strategy()).prop_map(|(region, protocol, hwm)| {
+                MessageV1::Hello {
+                    region,
+                    protocol,
+                    hwm,
+                }
+            }),
+            (name(), entries_strategy())
+                .prop_map(|(origin, entries)| MessageV1::Entries { origin, entries }),
             hwm_strategy().prop_map(|hwm| MessageV1::Ack { hwm }),
             (name(), 1u64..).prop_map(|(origin, from)| MessageV1::Need { origin, from }),
-            (hwm_strategy(), proptest::collection::btree_set(name(), 0..5))
+            (
+                hwm_strategy(),
+                proptest::collection::btree_set(name(), 0..5)
+            )
                 .prop_map(|(hwm, connected)| MessageV1::Status { hwm, connected }),
-            (hwm_strategy(), any::<[u8; 32]>()).prop_map(|(hwm, digest)| MessageV1::Digest { hwm, digest }),
+            (hwm_strategy(), any::<[u8; 32]>())
+                .prop_map(|(hwm, digest)| MessageV1::Digest { hwm, digest }),
         ]
         .prop_map(Message::V1)
     }

@@ -537,7 +537,11 @@ impl<'a> Parser<'a> {
             if !is_attr_name(&sub) {
                 return Err(self.error(sub_at, "expected a sub-attribute name after ']. '"));
             }
-            let sub_path = AttrPath { uri: None, name: sub, sub: None };
+            let sub_path = AttrPath {
+                uri: None,
+                name: sub,
+                sub: None,
+            };
             self.skip_ws();
             let op_at = self.pos;
             let op_text = self.take_word();
@@ -548,7 +552,11 @@ impl<'a> Parser<'a> {
                     return Err(self.error(op_at, "expected an operator after the sub-attribute"));
                 };
                 let value = self.parse_value(op_text)?;
-                Filter::Compare { path: sub_path, op, value }
+                Filter::Compare {
+                    path: sub_path,
+                    op,
+                    value,
+                }
             };
             Filter::And(Box::new(inner), Box::new(tail))
         } else {

@@ -416,6 +416,10 @@ impl Ctx<'_> {
                     Value::Null => {}
                     Value::Object(inner) => {
                         for (k, v) in inner {
+                            // Some clients (scim2-tester) echo `schemas` inside an extension object.
+                            if k.eq_ignore_ascii_case("schemas") {
+                                continue;
+                            }
                             let (name, sub) = match k.split_once('.') {
                                 Some((a, s)) => (a, Some(s)),
                                 None => (k.as_str(), None),

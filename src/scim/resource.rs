@@ -360,6 +360,10 @@ fn normalize_in(kind: ResourceKind, body: &Value, mode: Mode) -> ScimResult<Valu
                 Value::Null => {}
                 Value::Object(inner) => {
                     for (k, v) in inner {
+                        // Some clients (scim2-tester) echo `schemas` inside an extension object.
+                        if k.eq_ignore_ascii_case("schemas") {
+                            continue;
+                        }
                         let (attr_name, sub_name) = match k.split_once('.') {
                             Some((a, s)) => (a, Some(s)),
                             None => (k.as_str(), None),

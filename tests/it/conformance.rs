@@ -42,25 +42,26 @@ async fn scim2_tester_reports_every_check_success() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let checks: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    // One `STATUS name` line per check, each followed by indented detail lines.
+    let checks: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with(char::is_whitespace) && !l.starts_with("Performing")
+        })
+        .collect();
     let failed: Vec<&&str> = checks
         .iter()
-        .filter(|l| !l.trim_start().starts_with("SUCCESS"))
+        .filter(|l| !l.starts_with("SUCCESS "))
         .collect();
     println!(
-        "scim2 test: {} lines, {} not SUCCESS",
+        "scim2 test: {} checks, {} not SUCCESS",
         checks.len(),
         failed.len()
     );
     assert!(checks.len() > 50, "too few checks ran:\n{stdout}\n{stderr}");
     assert!(
         failed.is_empty(),
-        "checks not SUCCESS:\n{}\n--- stderr:\n{stderr}",
-        failed
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+        "checks not SUCCESS: {failed:?}\n--- full output:\n{stdout}\n--- stderr:\n{stderr}"
     );
     assert!(
         out.status.success(),

@@ -1,0 +1,1 @@
+//! Deterministic simulation of the replication protocol (placeholder while it is written).
