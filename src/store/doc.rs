@@ -2,30 +2,45 @@
 //!
 //! Layout of a document (format 1):
 //! ```text
-//! { "v": 1, "type": "User", "id": "…", "created": "…", "modified": "…",
-//!   "attrs": { …SCIM attributes as nested maps and lists…,
-//!              "active": { "value": bool, "at": "…", "by": "region" },   // sticky flag
-//!              "members": { "<member id>": { "value", "type", "display", "$ref" } } },
-//!   "deleted": { "at": "…", "by": "region" } }                           // tombstone
+//! { "h": "{\"v\":1,\"type\":\"User\",\"id\":\"…\",\"created\":\"…\"}",   // header, written once
+//!   "m": "…",                                                   // lastModified
+//!   "a": { "<attribute>": "<JSON text of its value>",          // one entry per attribute
+//!          "<extension URN>:<attribute>": "<JSON text>",        // extension attributes, flat
+//!          "active": { "value": bool, "at": "…", "by": "region" },  // sticky flag
+//!          "members": { "<member id>": "<JSON text of the member>" } },  // groups
+//!   "d": { "at": "…", "by": "region" } }                         // tombstone
 //! ```
-//! Why this shape (see DESIGN.md "Automerge facts"): a plain `active` scalar cannot be
-//! disable-wins, so `active` is a fresh nested map written on every explicit change and read with
-//! `get_all` (inactive if any concurrent value is false). Group members are a map keyed by member
-//! id, so adding or removing one member is one small op whatever the group's size. Writes go
-//! through [`write_attrs`], which writes only what differs, so a replayed whole resource (PUT)
-//! records nothing and cannot resolve a concurrent conflict the wrong way.
+//! Why this shape (see DESIGN.md "Automerge facts"):
+//! - Each attribute is one Automerge value holding its JSON text, so concurrent writes merge per
+//!   attribute: a deterministic winner per attribute, every concurrent value visible through
+//!   `get_all` for the conflict rules. Nested maps and lists per attribute would merge nothing
+//!   useful (concurrent list inserts duplicate emails) and cost several Automerge ops per value;
+//!   Automerge 0.12 spends ~10 µs per op, the largest part of a write.
+//! - A plain `active` scalar cannot be disable-wins, so `active` is a fresh nested map written on
+//!   every explicit change and read with `get_all` (inactive if any concurrent value is false).
+//! - Group members are a map keyed by member id, so adding or removing one member is one small
+//!   op whatever the group's size.
+//! - Writes go through [`write_attrs`], which writes only what differs, so a replayed whole
+//!   resource (PUT) records nothing and cannot resolve a concurrent conflict the wrong way.
 //!
 //! Everything here works on an in-memory document: no I/O.
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue, ROOT};
-use serde_json::{Map, Number, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 
-/// Document format version, stored in every document as `v`.
+/// Document format version, stored in every document's header as `v`.
 pub const DOC_FORMAT: i64 = 1;
+
+const HEADER: &str = "h";
+const MODIFIED: &str = "m";
+const ATTRS: &str = "a";
+const DELETED: &str = "d";
+const ACTIVE: &str = "active";
+const MEMBERS: &str = "members";
 
 /// Errors reading or writing a document. Automerge errors here mean a bug or corrupt bytes.
 #[derive(Debug, thiserror::Error)]
@@ -54,26 +69,43 @@ pub fn init(
     id: &str,
     stamp: &Stamp,
 ) -> Result<(), DocError> {
-    doc.put(ROOT, "v", DOC_FORMAT)?;
-    doc.put(ROOT, "type", kind.name())?;
-    doc.put(ROOT, "id", id)?;
-    doc.put(ROOT, "created", stamp.at.as_str())?;
-    doc.put_object(ROOT, "attrs", ObjType::Map)?;
+    let header = json!({"v": DOC_FORMAT, "type": kind.name(), "id": id, "created": stamp.at});
+    doc.put(ROOT, HEADER, header.to_string())?;
+    doc.put_object(ROOT, ATTRS, ObjType::Map)?;
     Ok(())
 }
 
 /// Is this document a tombstone?
 pub fn is_deleted(doc: &AutoCommit) -> bool {
-    matches!(doc.get(ROOT, "deleted"), Ok(Some(_)))
+    matches!(doc.get(ROOT, DELETED), Ok(Some(_)))
 }
 
 /// Mark the document deleted (a tombstone: the document stays so delete can win later).
 pub fn mark_deleted(doc: &mut AutoCommit, stamp: &Stamp) -> Result<(), DocError> {
-    let t = doc.put_object(ROOT, "deleted", ObjType::Map)?;
+    let t = doc.put_object(ROOT, DELETED, ObjType::Map)?;
     doc.put(&t, "at", stamp.at.as_str())?;
     doc.put(&t, "by", stamp.region.as_str())?;
-    doc.put(ROOT, "modified", stamp.at.as_str())?;
+    doc.put(ROOT, MODIFIED, stamp.at.as_str())?;
     Ok(())
+}
+
+/// Flatten stored attributes into document keys: extension objects become one key per
+/// extension attribute (`<URN>:<name>`), so they merge per attribute too.
+fn flatten(attrs: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in attrs {
+        match v {
+            Value::Object(inner) if k.starts_with("urn:") => {
+                for (ik, iv) in inner {
+                    out.insert(format!("{k}:{ik}"), iv.clone());
+                }
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Write the attributes of `new` (a SCIM resource in stored form: no `id`, `meta`, `schemas`)
@@ -89,6 +121,7 @@ pub fn write_attrs(
     stamp: &Stamp,
 ) -> Result<bool, DocError> {
     let attrs = attrs_obj(doc)?;
+    let (old, new) = (flatten(old), flatten(new));
     let mut changed = false;
     for key in old.keys() {
         if !new.contains_key(key) {
@@ -96,49 +129,35 @@ pub fn write_attrs(
             changed = true;
         }
     }
-    for (key, value) in new {
+    for (key, value) in &new {
         let old_value = old.get(key);
-        if key == "active" {
-            let reassert = explicit.iter().any(|e| e == "active");
+        if key == ACTIVE {
+            let reassert = explicit.iter().any(|e| e == ACTIVE);
             if old_value != Some(value) || reassert {
                 let Some(b) = value.as_bool() else {
                     return Err(DocError::Malformed("active must be a boolean".into()));
                 };
-                write_sticky(doc, &attrs, "active", b, stamp)?;
+                write_sticky(doc, &attrs, ACTIVE, b, stamp)?;
                 changed = true;
             }
-            continue;
-        }
-        if kind == ResourceKind::Group && key == "members" {
+        } else if kind == ResourceKind::Group && key == MEMBERS {
             changed |= write_members(doc, &attrs, old_value, value)?;
-            continue;
+        } else if old_value != Some(value) {
+            doc.put(&attrs, key.as_str(), value.to_string())?;
+            changed = true;
         }
-        if old_value == Some(value) {
-            continue;
-        }
-        match (old_value, value) {
-            (Some(Value::Object(o)), Value::Object(n)) => {
-                let obj = match doc.get(&attrs, key.as_str())? {
-                    Some((AmValue::Object(ObjType::Map), id)) => id,
-                    _ => doc.put_object(&attrs, key.as_str(), ObjType::Map)?,
-                };
-                write_map_diff(doc, &obj, o, n)?;
-            }
-            _ => put_json(doc, &attrs, key, value)?,
-        }
-        changed = true;
     }
     if changed {
-        doc.put(ROOT, "modified", stamp.at.as_str())?;
+        doc.put(ROOT, MODIFIED, stamp.at.as_str())?;
     }
     Ok(changed)
 }
 
-/// The `attrs` map of a document.
+/// The attributes map of a document.
 fn attrs_obj(doc: &AutoCommit) -> Result<ObjId, DocError> {
-    match doc.get(ROOT, "attrs")? {
+    match doc.get(ROOT, ATTRS)? {
         Some((AmValue::Object(ObjType::Map), id)) => Ok(id),
-        _ => Err(DocError::Malformed("no attrs map".into())),
+        _ => Err(DocError::Malformed("no attributes map".into())),
     }
 }
 
@@ -158,34 +177,6 @@ fn write_sticky(
     Ok(())
 }
 
-/// Diff two JSON objects into an Automerge map, recursing into nested maps.
-fn write_map_diff(
-    doc: &mut AutoCommit,
-    obj: &ObjId,
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-) -> Result<(), DocError> {
-    for key in old.keys() {
-        if !new.contains_key(key) {
-            doc.delete(obj, key.as_str())?;
-        }
-    }
-    for (key, value) in new {
-        match (old.get(key), value) {
-            (Some(o), n) if o == n => {}
-            (Some(Value::Object(o)), Value::Object(n)) => {
-                let child = match doc.get(obj, key.as_str())? {
-                    Some((AmValue::Object(ObjType::Map), id)) => id,
-                    _ => doc.put_object(obj, key.as_str(), ObjType::Map)?,
-                };
-                write_map_diff(doc, &child, o, n)?;
-            }
-            _ => put_json(doc, obj, key, value)?,
-        }
-    }
-    Ok(())
-}
-
 /// Group members: one map entry per member id; only added, removed or changed members are written.
 fn write_members(
     doc: &mut AutoCommit,
@@ -193,9 +184,9 @@ fn write_members(
     old: Option<&Value>,
     new: &Value,
 ) -> Result<bool, DocError> {
-    let members = match doc.get(attrs, "members")? {
+    let members = match doc.get(attrs, MEMBERS)? {
         Some((AmValue::Object(ObjType::Map), id)) => id,
-        _ => doc.put_object(attrs, "members", ObjType::Map)?,
+        _ => doc.put_object(attrs, MEMBERS, ObjType::Map)?,
     };
     let by_id = |v: Option<&Value>| -> std::collections::HashMap<String, Value> {
         v.and_then(Value::as_array)
@@ -217,187 +208,107 @@ fn write_members(
     }
     for (id, member) in &new {
         if old.get(id) != Some(member) {
-            put_json(doc, &members, id, member)?;
+            doc.put(&members, id.as_str(), member.to_string())?;
             changed = true;
         }
     }
     Ok(changed)
 }
 
-/// Put a JSON value at `key` of a map, creating nested objects.
-fn put_json(doc: &mut AutoCommit, obj: &ObjId, key: &str, value: &Value) -> Result<(), DocError> {
+/// A string scalar's text.
+fn as_text(value: &AmValue<'_>) -> Option<String> {
     match value {
-        Value::Object(m) => {
-            let child = doc.put_object(obj, key, ObjType::Map)?;
-            for (k, v) in m {
-                put_json(doc, &child, k, v)?;
-            }
-        }
-        Value::Array(items) => {
-            let child = doc.put_object(obj, key, ObjType::List)?;
-            for (i, v) in items.iter().enumerate() {
-                insert_json(doc, &child, i, v)?;
-            }
-        }
-        scalar => {
-            doc.put(obj, key, to_scalar(scalar))?;
-        }
-    }
-    Ok(())
-}
-
-fn insert_json(
-    doc: &mut AutoCommit,
-    list: &ObjId,
-    index: usize,
-    value: &Value,
-) -> Result<(), DocError> {
-    match value {
-        Value::Object(m) => {
-            let child = doc.insert_object(list, index, ObjType::Map)?;
-            for (k, v) in m {
-                put_json(doc, &child, k, v)?;
-            }
-        }
-        Value::Array(items) => {
-            let child = doc.insert_object(list, index, ObjType::List)?;
-            for (i, v) in items.iter().enumerate() {
-                insert_json(doc, &child, i, v)?;
-            }
-        }
-        scalar => {
-            doc.insert(list, index, to_scalar(scalar))?;
-        }
-    }
-    Ok(())
-}
-
-fn to_scalar(value: &Value) -> ScalarValue {
-    match value {
-        Value::Bool(b) => ScalarValue::Boolean(*b),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                ScalarValue::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                ScalarValue::Uint(u)
-            } else {
-                ScalarValue::F64(n.as_f64().unwrap_or(0.0))
-            }
-        }
-        Value::String(s) => ScalarValue::Str(s.as_str().into()),
-        _ => ScalarValue::Null,
+        AmValue::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
-fn from_scalar(value: &ScalarValue) -> Value {
-    match value {
-        ScalarValue::Str(s) => Value::String(s.to_string()),
-        ScalarValue::Boolean(b) => Value::Bool(*b),
-        ScalarValue::Int(i) => Value::Number((*i).into()),
-        ScalarValue::Uint(u) => Value::Number((*u).into()),
-        ScalarValue::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        ScalarValue::Timestamp(t) => Value::Number((*t).into()),
-        ScalarValue::Counter(c) => Value::Number(i64::from(c).into()),
-        _ => Value::Null,
-    }
-}
-
-/// Read any Automerge object as JSON, taking each key's deterministic winner.
-fn read_json(doc: &AutoCommit, obj: &ObjId, ty: ObjType) -> Result<Value, DocError> {
-    match ty {
-        ObjType::Map | ObjType::Table => {
-            let mut out = Map::new();
-            for key in doc.keys(obj) {
-                if let Some((v, id)) = doc.get(obj, key.as_str())? {
-                    out.insert(key, read_value(doc, v, &id)?);
-                }
-            }
-            Ok(Value::Object(out))
-        }
-        ObjType::List | ObjType::Text => {
-            let mut out = Vec::new();
-            for i in 0..doc.length(obj) {
-                if let Some((v, id)) = doc.get(obj, i)? {
-                    out.push(read_value(doc, v, &id)?);
-                }
-            }
-            Ok(Value::Array(out))
-        }
-    }
-}
-
-fn read_value(doc: &AutoCommit, value: AmValue<'_>, id: &ObjId) -> Result<Value, DocError> {
-    match value {
-        AmValue::Object(ty) => read_json(doc, id, ty),
-        AmValue::Scalar(s) => Ok(from_scalar(&s)),
-    }
+/// Parse the JSON text of a stored value.
+fn parse_json(text: &str) -> Result<Value, DocError> {
+    serde_json::from_str(text).map_err(|e| DocError::Malformed(format!("stored value: {e}")))
 }
 
 /// Read a disable-wins flag: false if any concurrent value is false.
 fn read_sticky(doc: &AutoCommit, parent: &ObjId, key: &str) -> Result<Option<bool>, DocError> {
     let mut result = None;
     for (value, id) in doc.get_all(parent, key)? {
-        let flag = match value {
-            AmValue::Object(ObjType::Map) => match doc.get(&id, "value")? {
-                Some((AmValue::Scalar(s), _)) => match s.as_ref() {
-                    ScalarValue::Boolean(b) => Some(*b),
-                    _ => None,
-                },
-                _ => None,
-            },
-            AmValue::Scalar(s) => match s.as_ref() {
-                ScalarValue::Boolean(b) => Some(*b),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(b) = flag {
-            result = Some(result.unwrap_or(true) && b);
+        if !matches!(value, AmValue::Object(ObjType::Map)) {
+            continue;
+        }
+        if let Some((AmValue::Scalar(s), _)) = doc.get(&id, "value")? {
+            if let ScalarValue::Boolean(b) = s.as_ref() {
+                result = Some(result.unwrap_or(true) && *b);
+            }
         }
     }
     Ok(result)
 }
 
 /// The stored attributes of a document (no `id`, `meta`, `schemas`): what [`write_attrs`] diffs
-/// against and what validation works on.
+/// against and what validation works on. Extension attributes are regrouped under their URN.
 pub fn read_attrs(doc: &AutoCommit, kind: ResourceKind) -> Result<Map<String, Value>, DocError> {
     let attrs = attrs_obj(doc)?;
     let mut out = Map::new();
     for key in doc.keys(&attrs) {
-        if key == "active" {
-            if let Some(b) = read_sticky(doc, &attrs, "active")? {
+        if key == ACTIVE {
+            if let Some(b) = read_sticky(doc, &attrs, ACTIVE)? {
                 out.insert(key, Value::Bool(b));
             }
             continue;
         }
-        let Some((v, id)) = doc.get(&attrs, key.as_str())? else {
+        let Some((value, id)) = doc.get(&attrs, key.as_str())? else {
             continue;
         };
-        let mut json = read_value(doc, v, &id)?;
-        if kind == ResourceKind::Group && key == "members" {
-            // A map keyed by member id, listed in id order (deterministic on every region).
-            json = match json {
-                Value::Object(m) => Value::Array(m.into_iter().map(|(_, v)| v).collect()),
-                other => other,
-            };
-            if json.as_array().is_some_and(|a| a.is_empty()) {
-                continue;
+        if kind == ResourceKind::Group && key == MEMBERS {
+            // Keyed by member id: listed in id order, the same on every region.
+            let mut members = Vec::new();
+            for member in doc.keys(&id) {
+                if let Some((v, _)) = doc.get(&id, member.as_str())? {
+                    if let Some(text) = as_text(&v) {
+                        members.push(parse_json(&text)?);
+                    }
+                }
+            }
+            if !members.is_empty() {
+                out.insert(key, Value::Array(members));
+            }
+            continue;
+        }
+        let Some(text) = as_text(&value) else {
+            continue;
+        };
+        let value = parse_json(&text)?;
+        match key.rsplit_once(':').filter(|_| key.starts_with("urn:")) {
+            Some((urn, name)) => {
+                let ext = out
+                    .entry(urn.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(m) = ext {
+                    m.insert(name.to_string(), value);
+                }
+            }
+            None => {
+                out.insert(key, value);
             }
         }
-        out.insert(key, json);
     }
     Ok(out)
 }
 
-/// A root-level string field.
-fn root_str(doc: &AutoCommit, key: &str) -> Result<Option<String>, DocError> {
-    Ok(match doc.get(ROOT, key)? {
-        Some((AmValue::Scalar(s), _)) => match s.as_ref() {
-            ScalarValue::Str(s) => Some(s.to_string()),
-            _ => None,
-        },
-        _ => None,
-    })
+/// The document header (`v`, `type`, `id`, `created`).
+fn header(doc: &AutoCommit) -> Result<Map<String, Value>, DocError> {
+    let text = match doc.get(ROOT, HEADER)? {
+        Some((v, _)) => as_text(&v),
+        None => None,
+    }
+    .ok_or_else(|| DocError::Malformed("no header".into()))?;
+    match parse_json(&text)? {
+        Value::Object(m) if m.get("v") == Some(&json!(DOC_FORMAT)) => Ok(m),
+        other => Err(DocError::Malformed(format!("unknown header {other}"))),
+    }
 }
 
 /// The weak ETag of a document: a digest of its sorted Automerge heads, identical on every
@@ -416,9 +327,20 @@ pub fn version(doc: &mut AutoCommit) -> String {
 /// (without `location`, which depends on the URL the client used, and without the computed
 /// `groups` of a user). The same document yields the same bytes on every region.
 pub fn materialize(doc: &mut AutoCommit, kind: ResourceKind) -> Result<Value, DocError> {
-    let id = root_str(doc, "id")?.ok_or_else(|| DocError::Malformed("no id".into()))?;
-    let created = root_str(doc, "created")?.unwrap_or_default();
-    let modified = root_str(doc, "modified")?.unwrap_or_else(|| created.clone());
+    let header = header(doc)?;
+    let text = |k: &str| {
+        header
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let created = text("created");
+    let modified = match doc.get(ROOT, MODIFIED)? {
+        Some((v, _)) => as_text(&v),
+        None => None,
+    }
+    .unwrap_or_else(|| created.clone());
     let attrs = read_attrs(doc, kind)?;
     let mut schemas = vec![Value::String(kind.core_schema().id.to_string())];
     if kind == ResourceKind::User && attrs.contains_key(ENTERPRISE_USER_SCHEMA) {
@@ -426,10 +348,8 @@ pub fn materialize(doc: &mut AutoCommit, kind: ResourceKind) -> Result<Value, Do
     }
     let mut out = Map::new();
     out.insert("schemas".into(), Value::Array(schemas));
-    out.insert("id".into(), Value::String(id));
-    for (k, v) in attrs {
-        out.insert(k, v);
-    }
+    out.insert("id".into(), Value::String(text("id")));
+    out.extend(attrs);
     let mut meta = Map::new();
     meta.insert("resourceType".into(), Value::String(kind.name().into()));
     meta.insert("created".into(), Value::String(created));
@@ -439,9 +359,9 @@ pub fn materialize(doc: &mut AutoCommit, kind: ResourceKind) -> Result<Value, Do
     Ok(Value::Object(out))
 }
 
-/// The document's resource type, as recorded in it.
+/// The document's resource type, as recorded in its header.
 pub fn kind_of(doc: &AutoCommit) -> Result<ResourceKind, DocError> {
-    match root_str(doc, "type")?.as_deref() {
+    match header(doc)?.get("type").and_then(Value::as_str) {
         Some("User") => Ok(ResourceKind::User),
         Some("Group") => Ok(ResourceKind::Group),
         other => Err(DocError::Malformed(format!("unknown type {other:?}"))),
@@ -486,7 +406,8 @@ mod tests {
     #[test]
     fn attributes_round_trip_through_the_document() {
         let attrs = json!({"userName": "bob", "active": true, "name": {"givenName": "B"},
-                           "emails": [{"value": "b@x", "primary": true}], "n": 3, "f": 1.5});
+                           "emails": [{"value": "b@x", "primary": true}], "n": 3, "f": 1.5,
+                           ENTERPRISE_USER_SCHEMA: {"department": "D", "manager": {"value": "m"}}});
         let mut doc = new_user(attrs.clone());
         assert_eq!(
             Value::Object(read_attrs(&doc, ResourceKind::User).unwrap()),
@@ -611,6 +532,30 @@ mod tests {
                 .unwrap()
                 .len(),
             101
+        );
+    }
+
+    #[test]
+    fn extension_attributes_merge_one_by_one() {
+        let base = json!({"userName": "bob", ENTERPRISE_USER_SCHEMA: {"department": "D", "costCenter": "1"}});
+        let mut a = new_user(base.clone());
+        let mut b = a
+            .fork()
+            .with_actor(automerge::ActorId::from(b"b".as_slice()));
+        let cur = obj(base);
+        let mut a_new = cur.clone();
+        a_new[ENTERPRISE_USER_SCHEMA]["department"] = json!("D2");
+        let mut b_new = cur.clone();
+        b_new[ENTERPRISE_USER_SCHEMA]["costCenter"] = json!("2");
+        write_attrs(&mut a, ResourceKind::User, &cur, &a_new, &[], &stamp("a")).unwrap();
+        write_attrs(&mut b, ResourceKind::User, &cur, &b_new, &[], &stamp("b")).unwrap();
+        a.commit();
+        b.commit();
+        a.merge(&mut b).unwrap();
+        let merged = read_attrs(&a, ResourceKind::User).unwrap();
+        assert_eq!(
+            merged[ENTERPRISE_USER_SCHEMA],
+            json!({"costCenter": "2", "department": "D2"})
         );
     }
 
