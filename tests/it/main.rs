@@ -5,3 +5,4 @@ mod api;
 mod conformance;
 mod harness;
 mod restart;
+mod robustness;
