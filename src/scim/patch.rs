@@ -31,7 +31,8 @@ use super::error::{ScimError, ScimResult};
 use super::filter::{self, AttrPath, CompValue, CompareOp, Filter, FilterLimits};
 use super::path::{parse_patch_path, PatchPath};
 use super::resource::{
-    normalize_element, normalize_stored, normalize_value, resolve_top_key, TopKey,
+    normalize_element, normalize_stored, normalize_value, resolve_extension_key, resolve_top_key,
+    TopKey,
 };
 use super::schema::{
     resolve, AttrDef, AttrType, Mutability, ResourceKind, Schema, PATCH_OP_SCHEMA,
@@ -416,24 +417,8 @@ impl Ctx<'_> {
                     Value::Null => {}
                     Value::Object(inner) => {
                         for (k, v) in inner {
-                            // Some clients (scim2-tester) echo `schemas` inside an extension object.
-                            if k.eq_ignore_ascii_case("schemas") {
+                            let Some((attr, sub)) = resolve_extension_key(ext, k)? else {
                                 continue;
-                            }
-                            let (name, sub) = match k.split_once('.') {
-                                Some((a, s)) => (a, Some(s)),
-                                None => (k.as_str(), None),
-                            };
-                            let unknown = || {
-                                ScimError::InvalidValue(format!(
-                                    "unknown attribute '{k}' in extension '{}'",
-                                    ext.id
-                                ))
-                            };
-                            let attr = ext.attribute(name).ok_or_else(unknown)?;
-                            let sub = match sub {
-                                Some(s) => Some(attr.sub_attribute(s).ok_or_else(unknown)?),
-                                None => None,
                             };
                             self.write_key(
                                 kind,

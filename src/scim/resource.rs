@@ -360,26 +360,9 @@ fn normalize_in(kind: ResourceKind, body: &Value, mode: Mode) -> ScimResult<Valu
                 Value::Null => {}
                 Value::Object(inner) => {
                     for (k, v) in inner {
-                        // Some clients (scim2-tester) echo `schemas` inside an extension object.
-                        if k.eq_ignore_ascii_case("schemas") {
-                            continue;
+                        if let Some((attr, sub)) = resolve_extension_key(ext, k)? {
+                            gather(&mut gathered, mode, Some(ext), attr, sub, v)?;
                         }
-                        let (attr_name, sub_name) = match k.split_once('.') {
-                            Some((a, s)) => (a, Some(s)),
-                            None => (k.as_str(), None),
-                        };
-                        let unknown = || {
-                            ScimError::InvalidValue(format!(
-                                "unknown attribute '{k}' in extension '{}'",
-                                ext.id
-                            ))
-                        };
-                        let attr = ext.attribute(attr_name).ok_or_else(unknown)?;
-                        let sub = match sub_name {
-                            Some(s) => Some(attr.sub_attribute(s).ok_or_else(unknown)?),
-                            None => None,
-                        };
-                        gather(&mut gathered, mode, Some(ext), attr, sub, v)?;
                     }
                 }
                 _ => {
@@ -746,6 +729,33 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
+}
+
+/// Resolve a key inside an extension object (`attr` or `attr.sub`). `Ok(None)` for a nested
+/// `schemas` key, which some clients (scim2-tester) echo there and which carries nothing.
+pub(crate) fn resolve_extension_key(
+    ext: &'static Schema,
+    key: &str,
+) -> ScimResult<Option<(&'static AttrDef, Option<&'static AttrDef>)>> {
+    if key.eq_ignore_ascii_case("schemas") {
+        return Ok(None);
+    }
+    let (attr_name, sub_name) = match key.split_once('.') {
+        Some((a, s)) => (a, Some(s)),
+        None => (key, None),
+    };
+    let unknown = || {
+        ScimError::InvalidValue(format!(
+            "unknown attribute '{key}' in extension '{}'",
+            ext.id
+        ))
+    };
+    let attr = ext.attribute(attr_name).ok_or_else(unknown)?;
+    let sub = match sub_name {
+        Some(s) => Some(attr.sub_attribute(s).ok_or_else(unknown)?),
+        None => None,
+    };
+    Ok(Some((attr, sub)))
 }
 
 #[cfg(test)]
