@@ -26,6 +26,11 @@
 //! region cut off from some peers catches up from whichever are up. `Digest` compares document
 //! heads at equal marks to detect divergence.
 //!
+//! `Hello`, `Ack` and `Status` are *reports* of the sender's durable marks, stamped with its
+//! *incarnation* (distinct for every start). Within one incarnation marks only rise, so reports
+//! are lower bounds that may arrive in any order, twice or never; the first report of a new
+//! incarnation is taken exactly, since the peer may have restarted with less data.
+//!
 //! # Invariants (and why they hold)
 //! 1. **An entry never changes.** (origin, seq) is assigned once, by the origin, and the bytes
 //!    are copied verbatim everywhere. Hence a duplicate is recognised by its key alone, and the
@@ -34,7 +39,8 @@
 //!    marks its log holds durably with no hole below. So everything at or below a peer's mark
 //!    is never needed by it again (no resend is ever required below an acknowledged mark), an
 //!    `Ack` is a durability promise the sync-mode quorum can count, and marks only rise
-//!    (a peer whose `Hello` shows lower marks lost data: [`Event::PeerRegressed`]).
+//!    within an incarnation (a new incarnation with lower marks lost data:
+//!    [`Event::PeerRegressed`]).
 //! 3. **The store applies each origin's entries in sequence order, without holes.** An
 //!    [`Apply`] always starts right after the log's mark and is consecutive; there is at most
 //!    one outstanding per origin. So the log's mark is simply the last committed entry, and
@@ -43,11 +49,31 @@
 //!    reaches every region: the origin pushes it, acknowledgements or timeouts make it resend,
 //!    and forwarding covers regions that cannot reach the origin. Regions that hold the same
 //!    entries hold the same Automerge changes, hence the same documents (Automerge merges are
-//!    commutative, associative and idempotent): equal marks ⇒ equal documents.
+//!    commutative, associative and idempotent): equal marks ⇒ equal documents, once neither
+//!    region has own entries above its mark (a write committed while a lower sequence number
+//!    is still committing is in the document before it is under the mark).
 //! 5. **Bounded memory per peer.** Send windows, batch sizes, held bytes and the lag timeline
 //!    are all bounded by [`Config`]; anything dropped for lack of room is resent.
 //! 6. **Restart needs nothing but the log.** In-flight state is rebuilt from the log's marks
-//!    and the peers' `Hello`s ([`Replicator::new`]).
+//!    and the peers' reports ([`Replicator::new`]); nothing protocol-specific is persisted.
+//!
+//! # Design decisions (refinements of the first sketch, and why)
+//! - *Incarnations instead of "Hello first".* Taking `Hello` exactly and `Ack` as a lower bound
+//!   needs `Hello` to be the first message processed on a connection; a multi-stream transport
+//!   (or the simulation) reorders and duplicates, and a lost `Hello` stalled a connection for
+//!   good. Stamping reports with the sender's incarnation makes every report order-free.
+//! - *Fillers for holes.* Allocating sequence numbers before the commit (needed for group
+//!   commit) makes holes possible; contiguous marks would stop at the first permanent one.
+//! - *Forwarding is designated, with a stall fallback.* "Any peer can forward" done naively
+//!   makes every region send every origin to every peer (N-fold traffic, worst when a new
+//!   region bootstraps). The peer's `Status` says which origins it cannot reach; one forwarder
+//!   per (origin, peer) is chosen by a hash everybody computes alike ([`needs`]); anyone else
+//!   steps in only if the peer stalls for `forward_after`.
+//! - *One outstanding `Apply` per origin.* Entries arriving while the store commits are held
+//!   and go in the next batch (group commit), and the store never has to order two batches.
+//! - *No log compaction yet.* Catch-up and bootstrap replay the log from the peer's mark, so
+//!   logs must be kept whole. Truncating them needs a snapshot transfer (per-document
+//!   Automerge sync for regions behind the truncation point): a `MessageV2` addition.
 //!
 //! # What the store must guarantee (the integrator's side)
 //! - **No permanent holes in its own origin.** Sequence numbers are allocated before the write

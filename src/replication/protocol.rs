@@ -47,6 +47,10 @@ pub trait Log {
     /// A digest of every document's heads, together with the marks it was taken at (one
     /// consistent snapshot), if the store maintains one. Regions with equal marks hold the
     /// same entries and must therefore have equal digests; see [`Event::Diverged`].
+    ///
+    /// `None` while the documents reflect entries *above* the marks: a local write that
+    /// committed while a lower sequence number is still committing is in its document but not
+    /// under the mark yet, so the snapshot is not comparable until the hole fills.
     fn digest(&self) -> Option<(Hwm, [u8; 32])> {
         None
     }
@@ -96,13 +100,20 @@ pub struct Config {
     /// lost log while it takes no writes (see [`Event::OwnLogBehind`]); otherwise a local write
     /// and a recovered entry could claim the same sequence number.
     pub accept_own_entries: bool,
+    /// Distinct for every start of this region (the wall-clock start time in milliseconds is
+    /// the simplest choice; a counter kept in the store would be lost with the data it should
+    /// flag). Peers take the first report of a new incarnation exactly, so a region that
+    /// restarted with less data than it acknowledged is noticed and sent it again.
+    pub incarnation: u64,
 }
 
 impl Config {
-    /// Production defaults for `region` in a cluster with `peers`.
+    /// Production defaults for `region` in a cluster with `peers`, started as `incarnation`
+    /// (see [`Config::incarnation`]).
     pub fn new(
         region: impl Into<String>,
         peers: impl IntoIterator<Item = impl Into<String>>,
+        incarnation: u64,
     ) -> Config {
         Config {
             region: region.into(),
@@ -122,6 +133,7 @@ impl Config {
             forward_after: 3_000,
             lag_resolution: 100,
             accept_own_entries: false,
+            incarnation,
         }
     }
 }
@@ -224,8 +236,11 @@ pub struct PeerStatus {
 struct Peer {
     /// A connection is up: messages can be sent.
     connected: bool,
-    /// Its `Hello` arrived on this connection, so `has` is current and entries may be sent.
+    /// A report of its marks arrived on this connection, so `has` is current and entries may
+    /// be sent.
     greeted: bool,
+    /// The incarnation its last report came from: a new one resets `has` exactly.
+    incarnation: Option<u64>,
     /// Its durable marks: set exactly by `Hello` (it may have lost data), raised by `Ack` and
     /// `Status` (which may arrive reordered). Feeds what to send, quorum and lag.
     has: Hwm,
@@ -384,7 +399,8 @@ impl Replicator {
     }
 
     /// A connection to `peer` is up (a new one replaces any previous). Queues our `Hello`;
-    /// nothing else is sent to the peer before its own `Hello` tells us its marks.
+    /// no entries are sent on the connection before a report of the peer's marks (its `Hello`,
+    /// or any `Ack` or `Status` if that overtook or replaced a lost `Hello`) arrived on it.
     pub fn connected(&mut self, peer: &str, _now: Millis) {
         if peer == self.cfg.region {
             return;
@@ -392,6 +408,7 @@ impl Replicator {
         let hello = MessageV1::Hello {
             region: self.cfg.region.clone(),
             protocol: PROTOCOL_VERSION,
+            incarnation: self.cfg.incarnation,
             hwm: self.hwm.clone(),
         };
         self.forget_connection(peer);
@@ -480,15 +497,31 @@ impl Replicator {
             MessageV1::Hello {
                 region,
                 protocol,
+                incarnation,
                 hwm,
-            } => self.on_hello(peer, region, protocol, hwm, now)?,
+            } => {
+                if region != peer {
+                    return Err(ProtocolError::RegionMismatch {
+                        expected: peer.to_string(),
+                        got: region,
+                    });
+                }
+                if protocol < MIN_PROTOCOL_VERSION {
+                    return Err(ProtocolError::UnsupportedProtocol(protocol));
+                }
+                self.report(peer, incarnation, &hwm, now);
+            }
             MessageV1::Entries { origin, entries } => {
                 self.on_entries(peer, origin, entries, now)?
             }
-            MessageV1::Ack { hwm } => self.set_has(peer, &hwm, false, now),
+            MessageV1::Ack { incarnation, hwm } => self.report(peer, incarnation, &hwm, now),
             MessageV1::Need { origin, from } => self.on_need(peer, &origin, from),
-            MessageV1::Status { hwm, connected } => {
-                self.set_has(peer, &hwm, false, now);
+            MessageV1::Status {
+                incarnation,
+                hwm,
+                connected,
+            } => {
+                self.report(peer, incarnation, &hwm, now);
                 self.peers.entry(peer.to_string()).or_default().reaches = Some(connected);
             }
             MessageV1::Digest { hwm, digest } => {
@@ -505,33 +538,29 @@ impl Replicator {
         Ok(())
     }
 
-    fn on_hello(
-        &mut self,
-        peer: &str,
-        region: String,
-        protocol: u32,
-        hwm: Hwm,
-        now: Millis,
-    ) -> Result<(), ProtocolError> {
-        if region != peer {
-            return Err(ProtocolError::RegionMismatch {
-                expected: peer.to_string(),
-                got: region,
-            });
-        }
-        if protocol < MIN_PROTOCOL_VERSION {
-            return Err(ProtocolError::UnsupportedProtocol(protocol));
-        }
-        self.set_has(peer, &hwm, true, now);
-        let ours = self.mark(&self.cfg.region);
+    /// A report (`Hello`, `Ack`, `Status`) of the peer's durable marks.
+    ///
+    /// Within one incarnation of the peer its marks only rise, so reports are lower bounds and
+    /// may arrive in any order, twice, or not at all (a later one says more). A report from a
+    /// new incarnation is taken exactly: the peer restarted, maybe with less data than it
+    /// acknowledged before ([`Event::PeerRegressed`]), and must then be sent it again.
+    fn report(&mut self, peer: &str, incarnation: u64, hwm: &Hwm, now: Millis) {
         let p = self.peers.entry(peer.to_string()).or_default();
-        p.greeted = true;
-        p.out.clear();
-        // Stall timers restart with each connection: the direct path gets a fair chance.
-        for origin in self.hwm.keys() {
-            p.progress_at.insert(origin.clone(), now);
+        let exact = p.incarnation != Some(incarnation);
+        p.incarnation = Some(incarnation);
+        if p.connected && !p.greeted {
+            // First report on this connection: sending may start. Stall timers restart with
+            // each connection, so the direct path gets a fair chance before anyone forwards.
+            p.greeted = true;
+            p.out.clear();
+            for origin in self.hwm.keys() {
+                p.progress_at.insert(origin.clone(), now);
+            }
         }
+        self.set_has(peer, hwm, exact, now);
+        let ours = self.mark(&self.cfg.region);
         let theirs = hwm.get(&self.cfg.region).copied().unwrap_or(0);
+        let p = self.peers.entry(peer.to_string()).or_default();
         if theirs > ours && !p.warned_own_log {
             p.warned_own_log = true;
             self.events.push_back(Event::OwnLogBehind {
@@ -540,7 +569,6 @@ impl Replicator {
                 theirs,
             });
         }
-        Ok(())
     }
 
     fn on_entries(
@@ -636,7 +664,7 @@ impl Replicator {
         }
     }
 
-    /// Record the peer's marks: exactly (`Hello`) or as a lower bound (`Ack`, `Status`).
+    /// Record the peer's marks: exactly (a new incarnation) or as a lower bound.
     fn set_has(&mut self, peer: &str, hwm: &Hwm, exact: bool, now: Millis) {
         let base_rto = self.cfg.retransmit_after;
         let p = self.peers.entry(peer.to_string()).or_default();
@@ -772,6 +800,7 @@ impl Replicator {
                     .collect();
                 for to in &connected {
                     let m = MessageV1::Status {
+                        incarnation: self.cfg.incarnation,
                         hwm: self.hwm.clone(),
                         connected: connected.clone(),
                     };
@@ -784,6 +813,7 @@ impl Replicator {
                     return Some((
                         to,
                         MessageV1::Ack {
+                            incarnation: self.cfg.incarnation,
                             hwm: self.hwm.clone(),
                         }
                         .into(),
@@ -1000,8 +1030,10 @@ impl Replicator {
         }
     }
 
-    /// If entries are held beyond a gap, ask the peer that sent the first of them (it holds
-    /// everything below) for the missing ones, at most every `need_interval`.
+    /// If entries are held beyond a gap, ask for the missing ones, at most every
+    /// `need_interval`: the peer that sent the first held entry (it holds everything below),
+    /// or, if it is gone, the origin itself. (Without either, the senders' retransmission
+    /// timeouts fill the gap: nothing above it is acknowledged.)
     fn check_gap(&mut self, origin: &str, now: Millis) {
         let mark = self.mark(origin);
         let need_interval = self.cfg.need_interval;
@@ -1024,11 +1056,15 @@ impl Replicator {
             return;
         }
         inb.need_at = Some(now);
+        let connected = |p: &str| self.peers.get(p).is_some_and(|p| p.connected);
+        let Some(to) = [from.as_str(), origin].into_iter().find(|p| connected(p)) else {
+            return;
+        };
         let m = MessageV1::Need {
             origin: origin.to_string(),
             from: floor + 1,
         };
-        self.outbox.push_back((from.clone(), m.into()));
+        self.outbox.push_back((to.to_string(), m.into()));
     }
 }
 
@@ -1102,7 +1138,7 @@ mod tests {
     }
 
     fn cfg(region: &str) -> Config {
-        let mut c = Config::new(region, ["a", "b", "c"]);
+        let mut c = Config::new(region, ["a", "b", "c"], 1);
         c.max_batch_entries = 2;
         c.max_inflight_batches = 2;
         c
@@ -1138,9 +1174,14 @@ mod tests {
     }
 
     fn hello(region: &str, marks: &[(&str, u64)]) -> Message {
+        hello_from(region, 1, marks)
+    }
+
+    fn hello_from(region: &str, incarnation: u64, marks: &[(&str, u64)]) -> Message {
         MessageV1::Hello {
             region: region.into(),
             protocol: PROTOCOL_VERSION,
+            incarnation,
             hwm: hwm(marks),
         }
         .into()
@@ -1193,6 +1234,7 @@ mod tests {
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 2)]),
             }
             .into(),
@@ -1248,6 +1290,7 @@ mod tests {
             sent.contains(&(
                 "a".into(),
                 MessageV1::Ack {
+                    incarnation: 1,
                     hwm: hwm(&[("a", 5)])
                 }
             )),
@@ -1288,6 +1331,7 @@ mod tests {
             vec![(
                 "a".into(),
                 MessageV1::Ack {
+                    incarnation: 1,
                     hwm: hwm(&[("a", 2)])
                 }
             )]
@@ -1305,6 +1349,7 @@ mod tests {
             vec![(
                 "a".into(),
                 MessageV1::Ack {
+                    incarnation: 1,
                     hwm: hwm(&[("a", 5)])
                 }
             )]
@@ -1394,6 +1439,7 @@ mod tests {
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 2)]),
             }
             .into(),
@@ -1450,6 +1496,7 @@ mod tests {
         r.connected("b", 0);
         r.received("b", hello("b", &[]), 0, &log).unwrap();
         let status = MessageV1::Status {
+            incarnation: 1,
             hwm: Hwm::new(),
             connected: ["a".into(), "c".into()].into(),
         };
@@ -1472,6 +1519,7 @@ mod tests {
         r.received("b", hello("b", &[]), 0, &log).unwrap();
         // b reaches only c: c is the only candidate.
         let status = MessageV1::Status {
+            incarnation: 1,
             hwm: Hwm::new(),
             connected: ["c".into()].into(),
         };
@@ -1495,6 +1543,7 @@ mod tests {
             log.write("a", [t / 500 + 1]);
             r.local_committed(t, &log);
             let status = MessageV1::Status {
+                incarnation: 1,
                 hwm: hwm(&[("a", t / 500)]),
                 connected: reaches.clone(),
             };
@@ -1526,9 +1575,11 @@ mod tests {
         );
         assert!(!b(&r, 5_000).connected);
         r.connected("b", 5_000);
+        r.received("b", hello("b", &[]), 5_000, &log).unwrap();
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 2)]),
             }
             .into(),
@@ -1543,6 +1594,7 @@ mod tests {
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 5)]),
             }
             .into(),
@@ -1560,9 +1612,12 @@ mod tests {
     fn durability_counts_this_region_and_every_peer_that_acknowledged() {
         let (mut r, log) = greeted(3, &[]);
         assert_eq!(r.durable_count("a", 3), 1);
+        r.connected("c", 0);
+        r.received("c", hello("c", &[]), 0, &log).unwrap();
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 3)]),
             }
             .into(),
@@ -1573,6 +1628,7 @@ mod tests {
         r.received(
             "c",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 2)]),
             }
             .into(),
@@ -1587,6 +1643,7 @@ mod tests {
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 1)]),
             }
             .into(),
@@ -1624,11 +1681,65 @@ mod tests {
     }
 
     #[test]
+    fn reports_of_one_incarnation_only_raise_marks_in_whatever_order_they_arrive() {
+        let mut log = MemLog::default();
+        log.write("a", 1..=4);
+        let mut r = Replicator::new(cfg("a"), &log, 0);
+        r.connected("b", 0);
+        // A later Ack overtakes the Hello: it counts, and sending may start.
+        let ack = |n| {
+            MessageV1::Ack {
+                incarnation: 7,
+                hwm: hwm(&[("a", n)]),
+            }
+            .into()
+        };
+        r.received("b", ack(3), 0, &log).unwrap();
+        assert_eq!(r.durable_count("a", 3), 2);
+        assert_eq!(
+            entries_to(&drain(&mut r, 0, &log), "b"),
+            vec![("a".into(), vec![4])]
+        );
+        // The older Hello, even delivered twice, does not lower it nor report a regression.
+        r.received("b", hello_from("b", 7, &[("a", 2)]), 0, &log)
+            .unwrap();
+        r.received("b", hello_from("b", 7, &[("a", 2)]), 0, &log)
+            .unwrap();
+        assert_eq!(r.durable_count("a", 3), 2);
+        let events: Vec<_> = std::iter::from_fn(|| r.poll_event()).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::PeerRegressed { .. })),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_hello_only_delays_sending_until_the_next_status() {
+        let (mut r, log) = greeted(2, &[]);
+        r.disconnected("b", 1);
+        r.connected("b", 2);
+        assert!(entries_to(&drain(&mut r, 2, &log), "b").is_empty());
+        let status = MessageV1::Status {
+            incarnation: 1,
+            hwm: Hwm::new(),
+            connected: ["a".into()].into(),
+        };
+        r.received("b", status.into(), 3, &log).unwrap();
+        assert_eq!(
+            entries_to(&drain(&mut r, 3, &log), "b"),
+            vec![("a".into(), vec![1, 2])]
+        );
+    }
+
+    #[test]
     fn a_peer_that_lost_data_is_reported_and_served_again() {
         let (mut r, log) = greeted(2, &[]);
         r.received(
             "b",
             MessageV1::Ack {
+                incarnation: 1,
                 hwm: hwm(&[("a", 2)]),
             }
             .into(),
@@ -1639,7 +1750,8 @@ mod tests {
         drain(&mut r, 0, &log);
         while r.poll_event().is_some() {}
         r.connected("b", 1);
-        r.received("b", hello("b", &[]), 1, &log).unwrap();
+        // Restarted (a new incarnation) with an older copy of its log.
+        r.received("b", hello_from("b", 2, &[]), 1, &log).unwrap();
         assert_eq!(
             r.poll_event(),
             Some(Event::PeerRegressed {
@@ -1657,7 +1769,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_is_asked_for_again() {
-        let mut log = MemLog::default();
+        let log = MemLog::default();
         let mut r = Replicator::new(cfg("b"), &log, 0);
         r.connected("a", 0);
         drain(&mut r, 0, &log);
@@ -1692,6 +1804,7 @@ mod tests {
         let old = MessageV1::Hello {
             region: "c".into(),
             protocol: 0,
+            incarnation: 1,
             hwm: Hwm::new(),
         };
         assert_eq!(
@@ -1751,6 +1864,7 @@ mod tests {
         let (mut r, log) = greeted(1, &[("a", 1)]);
         let sent = drain(&mut r, 0, &log);
         let status = MessageV1::Status {
+            incarnation: 1,
             hwm: hwm(&[("a", 1)]),
             connected: ["b".into()].into(),
         };

@@ -9,11 +9,11 @@
 //! ```text
 //! frame    := len:u32be payload            len ≤ MAX_FRAME
 //! payload  := version:u8 kind:u8 body      version 1 = MessageV1; unknown versions are refused
-//! body     := Hello   (kind 1): str region, varint protocol, hwm
+//! body     := Hello   (kind 1): str region, varint protocol, varint incarnation, hwm
 //!           | Entries (kind 2): str origin, varint n, n × (varint seq_delta, bytes change)
-//!           | Ack     (kind 3): hwm
+//!           | Ack     (kind 3): varint incarnation, hwm
 //!           | Need    (kind 4): str origin, varint from
-//!           | Status  (kind 5): hwm, varint n, n × str region   (sorted, unique)
+//!           | Status  (kind 5): varint incarnation, hwm, varint n, n × str region  (sorted, unique)
 //!           | Digest  (kind 6): hwm, 32 bytes
 //! hwm      := varint n, n × (str origin, varint seq)            (sorted by origin, unique)
 //! str      := varint len (≤ MAX_NAME), UTF-8 bytes
@@ -65,21 +65,28 @@ pub enum Message {
 pub enum MessageV1 {
     /// First message on every connection, both ways: who I am, the highest protocol version I
     /// speak, and my durable high-water marks (so the peer knows what to send me).
+    ///
+    /// `Hello`, `Ack` and `Status` are *reports* of the sender's durable marks and carry its
+    /// `incarnation` (distinct for every start of the sender): within one incarnation marks only
+    /// rise, so reports may arrive in any order; a new incarnation's report is taken exactly
+    /// (the sender may have restarted with less data).
     Hello {
         region: String,
         protocol: u32,
+        incarnation: u64,
         hwm: Hwm,
     },
     /// A batch of consecutive-or-increasing log entries of one origin.
     Entries { origin: String, entries: Vec<Entry> },
     /// My durable high-water marks, sent after my own commit of entries a peer sent (feeds the
     /// sender's retransmission, the sync-mode quorum and the replication-lag metric).
-    Ack { hwm: Hwm },
+    Ack { incarnation: u64, hwm: Hwm },
     /// I hold entries of `origin` beyond a gap: please (re)send from `from`.
     Need { origin: String, from: u64 },
     /// Periodic advertisement: my durable high-water marks and the regions I am connected to
     /// (lets peers decide who forwards an origin I cannot reach).
     Status {
+        incarnation: u64,
         hwm: Hwm,
         connected: BTreeSet<String>,
     },
@@ -183,11 +190,13 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
         MessageV1::Hello {
             region,
             protocol,
+            incarnation,
             hwm,
         } => {
             out.push(KIND_HELLO);
             put_str(out, region);
             put_varint(out, u64::from(*protocol));
+            put_varint(out, *incarnation);
             put_hwm(out, hwm);
         }
         MessageV1::Entries { origin, entries } => {
@@ -202,8 +211,9 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
                 out.extend_from_slice(bytes);
             }
         }
-        MessageV1::Ack { hwm } => {
+        MessageV1::Ack { incarnation, hwm } => {
             out.push(KIND_ACK);
+            put_varint(out, *incarnation);
             put_hwm(out, hwm);
         }
         MessageV1::Need { origin, from } => {
@@ -211,8 +221,13 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
             put_str(out, origin);
             put_varint(out, *from);
         }
-        MessageV1::Status { hwm, connected } => {
+        MessageV1::Status {
+            incarnation,
+            hwm,
+            connected,
+        } => {
             out.push(KIND_STATUS);
+            put_varint(out, *incarnation);
             put_hwm(out, hwm);
             put_varint(out, connected.len() as u64);
             for region in connected {
@@ -236,6 +251,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
             MessageV1::Hello {
                 region,
                 protocol,
+                incarnation: r.varint()?,
                 hwm: r.hwm()?,
             }
         }
@@ -259,7 +275,10 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
             }
             MessageV1::Entries { origin, entries }
         }
-        KIND_ACK => MessageV1::Ack { hwm: r.hwm()? },
+        KIND_ACK => MessageV1::Ack {
+            incarnation: r.varint()?,
+            hwm: r.hwm()?,
+        },
         KIND_NEED => {
             let origin = r.name()?;
             let from = r.varint()?;
@@ -269,6 +288,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
             MessageV1::Need { origin, from }
         }
         KIND_STATUS => {
+            let incarnation = r.varint()?;
             let hwm = r.hwm()?;
             let n = r.count(MAX_ORIGINS, "region count")?;
             let mut connected = BTreeSet::new();
@@ -281,7 +301,11 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
                 last = Some(region.clone());
                 connected.insert(region);
             }
-            MessageV1::Status { hwm, connected }
+            MessageV1::Status {
+                incarnation,
+                hwm,
+                connected,
+            }
         }
         KIND_DIGEST => {
             let hwm = r.hwm()?;
@@ -405,6 +429,7 @@ mod tests {
             MessageV1::Hello {
                 region: "eu".into(),
                 protocol: 1,
+                incarnation: 1_764_000_000_000,
                 hwm: hwm(&[("eu", 7), ("us", 3)]),
             },
             MessageV1::Entries {
@@ -412,6 +437,7 @@ mod tests {
                 entries: vec![(4, vec![1, 2, 3]), (5, vec![]), (9, vec![7])],
             },
             MessageV1::Ack {
+                incarnation: 0,
                 hwm: hwm(&[("eu", u64::MAX)]),
             },
             MessageV1::Need {
@@ -419,6 +445,7 @@ mod tests {
                 from: 12,
             },
             MessageV1::Status {
+                incarnation: u64::MAX,
                 hwm: hwm(&[]),
                 connected: ["ap".to_string(), "us".to_string()].into(),
             },
@@ -460,7 +487,7 @@ mod tests {
         assert_eq!(decode(&[]), Err(WireError::Truncated));
         // Ack with two origins out of order.
         assert_eq!(
-            decode(&[1, KIND_ACK, 2, 1, b'b', 1, 1, b'a', 1]),
+            decode(&[1, KIND_ACK, 0, 2, 1, b'b', 1, 1, b'a', 1]),
             Err(WireError::Malformed("origins must be sorted and unique"))
         );
         // Entries whose second sequence does not increase.
@@ -474,7 +501,10 @@ mod tests {
             Err(WireError::Malformed("need from sequence 0"))
         );
         // Trailing garbage.
-        let mut ack = encode(&Message::V1(MessageV1::Ack { hwm: Hwm::new() }));
+        let mut ack = encode(&Message::V1(MessageV1::Ack {
+            incarnation: 1,
+            hwm: Hwm::new(),
+        }));
         ack.push(0);
         assert_eq!(decode(&ack), Err(WireError::TrailingBytes(1)));
         // A length prefix beyond the limit is refused before any bytes arrive.
@@ -532,22 +562,29 @@ mod tests {
 
     fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (name(), any::<u32>(), hwm_strategy()).prop_map(|(region, protocol, hwm)| {
-                MessageV1::Hello {
+            (name(), any::<u32>(), any::<u64>(), hwm_strategy()).prop_map(
+                |(region, protocol, incarnation, hwm)| MessageV1::Hello {
                     region,
                     protocol,
+                    incarnation,
                     hwm,
                 }
-            }),
+            ),
             (name(), entries_strategy())
                 .prop_map(|(origin, entries)| MessageV1::Entries { origin, entries }),
-            hwm_strategy().prop_map(|hwm| MessageV1::Ack { hwm }),
+            (any::<u64>(), hwm_strategy())
+                .prop_map(|(incarnation, hwm)| MessageV1::Ack { incarnation, hwm }),
             (name(), 1u64..).prop_map(|(origin, from)| MessageV1::Need { origin, from }),
             (
+                any::<u64>(),
                 hwm_strategy(),
                 proptest::collection::btree_set(name(), 0..5)
             )
-                .prop_map(|(hwm, connected)| MessageV1::Status { hwm, connected }),
+                .prop_map(|(incarnation, hwm, connected)| MessageV1::Status {
+                    incarnation,
+                    hwm,
+                    connected
+                }),
             (hwm_strategy(), any::<[u8; 32]>())
                 .prop_map(|(hwm, digest)| MessageV1::Digest { hwm, digest }),
         ]
