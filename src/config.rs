@@ -56,6 +56,38 @@ pub struct Config {
     /// Bearer tokens, stored only as SHA-256 hashes. See `geoscim token create`.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Replication to peer regions; absent for a single region.
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// Replication over QUIC with mutual TLS (see `geoscim certs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// UDP address of this region's QUIC endpoint; port 0 binds a free port (printed).
+    #[serde(default = "default_quic_listen")]
+    pub listen: SocketAddr,
+    /// Folder with `ca.pem` and this region's `<region>.pem` / `<region>.key`. When the folder
+    /// has no CA yet, one is created there with this region's certificate (local clusters).
+    pub certs_dir: PathBuf,
+    /// The other regions and where their QUIC endpoints listen.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One peer region.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's region name (must match its certificate).
+    pub region: String,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+}
+
+fn default_quic_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// The HTTP listener.
@@ -195,6 +227,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "scim",
     "storage",
     "tokens",
+    "replication",
 ];
 
 impl Config {
@@ -280,6 +313,16 @@ impl Config {
         }
         if self.storage.doc_cache_size == 0 {
             return invalid("storage.doc_cache_size", "must be at least 1");
+        }
+        if let Some(r) = &self.replication {
+            for peer in &r.peers {
+                if !crate::ids::is_valid_name(&peer.region) || peer.region == self.region {
+                    return invalid(
+                        "replication.peers.region",
+                        "must be a valid region name other than this region's",
+                    );
+                }
+            }
         }
         for token in &self.tokens {
             if !crate::ids::is_valid_name(&token.tenant) {

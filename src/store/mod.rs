@@ -153,6 +153,8 @@ pub struct Store {
     next_seq: AtomicU64,
     /// Contiguous per-origin high-water marks of the log (what replication may offer).
     marks: log::Marks,
+    /// Called after every local commit, so replication can push the new entry at once.
+    on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -239,6 +241,7 @@ impl Store {
             name_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             next_seq: AtomicU64::new(next_seq),
             marks,
+            on_commit: std::sync::OnceLock::new(),
             db,
         })
     }
@@ -702,6 +705,9 @@ impl Store {
         match self.db.write_opt(batch, &self.write_opts) {
             Ok(()) => {
                 self.marks.committed(&self.region, seq);
+                if let Some(notify) = self.on_commit.get() {
+                    notify();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -723,6 +729,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
         log::read(&self.db, self.cf(CF_LOG), origin, from_seq, limit)
+    }
+
+    /// Register the function called after every local commit (once; later calls are ignored).
+    pub fn set_on_commit(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_commit.set(f);
     }
 
     /// Contiguous high-water marks of the log per origin (what replication may offer peers).
