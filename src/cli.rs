@@ -1,4 +1,4 @@
-//! Command line: `serve` and `token create`. Thin: parse, call the library, print.
+//! Command line: `serve`, `token create` and `certs`. Thin: parse, call the library, print.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,19 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Create the cluster CA (or reuse DIR/ca.pem + ca.key) and a certificate per region, for
+    /// the replication transport.
+    Certs {
+        /// The directory to write `ca.pem`, `ca.key`, `<region>.pem` and `<region>.key` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The regions to issue certificates for, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        /// Replace existing region certificates and keys (the CA is always reused if present).
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage bearer tokens.
     Token {
         #[command(subcommand)]
@@ -45,6 +58,11 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Certs {
+            out,
+            regions,
+            force,
+        } => certs(&out, &regions, force),
         Command::Token {
             command: TokenCommand::Create { tenant },
         } => {
@@ -79,7 +97,63 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         );
         println!("geoscim: (shown once; only its hash is kept in the data dir)");
     }
+    let node = match prepared.state.config.replication.clone() {
+        Some(cfg) => {
+            let node = crate::replication::node::start(
+                prepared.state.store.clone(),
+                &prepared.state.config.region,
+                &cfg,
+            )
+            .await?;
+            println!("geoscim: quic listening on {}", node.addr);
+            let _ = prepared.state.replication.set(node.status.clone());
+            Some(node)
+        }
+        None => None,
+    };
     server::serve(prepared.state, listener, shutdown_signal()).await?;
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+fn certs(out: &std::path::Path, regions: &[String], force: bool) -> anyhow::Result<()> {
+    use crate::replication::certs;
+    // Check every name first, so a typo writes nothing.
+    for region in regions {
+        anyhow::ensure!(
+            crate::ids::is_valid_name(region),
+            "invalid region name {region:?}: use 1-63 characters of a-z, 0-9, '-' and '_'"
+        );
+    }
+    let ca = if certs::ca_cert_path(out).exists() || certs::ca_key_path(out).exists() {
+        let ca = certs::load_ca(out)?;
+        println!("reusing CA {}", certs::ca_cert_path(out).display());
+        ca
+    } else {
+        let ca = certs::generate_ca()?;
+        certs::write_ca(out, &ca, false)?;
+        println!("wrote CA {}", certs::ca_cert_path(out).display());
+        println!(
+            "wrote CA key {} (needed only to issue certificates)",
+            certs::ca_key_path(out).display()
+        );
+        ca
+    };
+    for region in regions {
+        let key = certs::region_key_path(out, region);
+        if key.exists() && !force {
+            println!("kept {} (exists; --force replaces it)", key.display());
+            continue;
+        }
+        certs::write_identity(out, &ca.issue(region)?, force)?;
+        println!(
+            "wrote {} and {} for region {region}",
+            certs::region_cert_path(out, region).display(),
+            key.display()
+        );
+    }
     Ok(())
 }
 
@@ -100,4 +174,35 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::certs as c;
+
+    #[test]
+    fn certs_reuses_the_ca_and_keeps_existing_keys_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("certs");
+        let regions = ["eu".to_string(), "us".to_string()];
+        certs(&out, &regions, false).unwrap();
+        let ca = std::fs::read_to_string(c::ca_cert_path(&out)).unwrap();
+        let eu_key = std::fs::read_to_string(c::region_key_path(&out, "eu")).unwrap();
+
+        // A second run adds a region with the same CA and leaves the others alone.
+        certs(&out, &["eu".to_string(), "ap".to_string()], false).unwrap();
+        assert_eq!(std::fs::read_to_string(c::ca_cert_path(&out)).unwrap(), ca);
+        assert_eq!(c::load_identity(&out, "eu").unwrap().key_pem, eu_key);
+        assert!(c::load_identity(&out, "ap").is_ok());
+
+        // --force replaces the region key, still under the same CA.
+        certs(&out, &["eu".to_string()], true).unwrap();
+        assert_ne!(c::load_identity(&out, "eu").unwrap().key_pem, eu_key);
+        assert_eq!(c::load_ca_cert(&out).unwrap(), ca);
+
+        // A bad name writes nothing.
+        assert!(certs(&out, &["ok".to_string(), "Bad".to_string()], false).is_err());
+        assert!(!c::region_key_path(&out, "ok").exists());
+    }
 }

@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "geoscim=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     geoscim::cli::run(geoscim::cli::Cli::parse()).await
 }

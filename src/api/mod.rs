@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// SCIM requests in flight, for load shedding.
     in_flight: AtomicUsize,
+    /// The replication status (JSON), when this region replicates; shown by `/health`.
+    pub replication: std::sync::OnceLock<Arc<std::sync::Mutex<Value>>>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             tokens,
             metrics: metrics::Metrics::default(),
             in_flight: AtomicUsize::new(0),
+            replication: std::sync::OnceLock::new(),
         }
     }
 }
@@ -326,7 +329,12 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(e)) => Err(format!("storage probe crashed: {e}")),
         Err(_) => Err("storage probe timed out after 2 s".to_string()),
     };
-    let (status, body) = match storage {
+    let replication = state
+        .replication
+        .get()
+        .and_then(|s| s.lock().ok().map(|v| v.clone()))
+        .unwrap_or(Value::Null);
+    let (status, mut body) = match storage {
         Ok(()) => (
             StatusCode::OK,
             json!({"status": "ok", "region": state.store.region(), "checks": {"api": "ok", "storage": "ok"}}),
@@ -337,6 +345,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
                    "checks": {"api": "ok", "storage": reason.clone()}, "reasons": [reason]}),
         ),
     };
+    body["replication"] = replication;
     let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

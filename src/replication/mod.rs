@@ -99,8 +99,12 @@
 //!   processes writing as one region would reuse (actor, seq) pairs. A region that lost its
 //!   log must not take writes before it recovered its own entries ([`Event::OwnLogBehind`]).
 
+pub mod certs;
 pub mod needs;
+pub mod node;
 pub mod protocol;
+pub mod quic;
+pub mod store_log;
 pub mod wire;
 
 #[cfg(test)]

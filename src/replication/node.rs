@@ -1,0 +1,317 @@
+//! The replication runtime of one region: one task owns the [`Replicator`] and feeds it from the
+//! transport, the store and the clock. Wiring only; every decision lives in `protocol`.
+//!
+//! Connections: of two regions, the one whose name sorts first dials (with backoff) and the
+//! other accepts, so each pair keeps one connection. Received entries are applied on the
+//! blocking pool (one batch per origin at a time, as the replicator hands them out) and the
+//! replicator hears `applied` after the store's synced commit, so acks follow durability.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::certs::{self, CertError, Identity};
+use super::protocol::{Config as ReplicatorConfig, Millis, Replicator};
+use super::quic::{PeerConnection, Transport, TransportError};
+use super::store_log::StoreLog;
+use super::wire::Message;
+use crate::config::ReplicationConfig;
+use crate::store::Store;
+
+/// Errors starting replication.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("certificates in {dir}: {source}")]
+    Certs { dir: String, source: CertError },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot read the bound QUIC address: {0}")]
+    Addr(std::io::Error),
+}
+
+/// A running replication node.
+pub struct Node {
+    /// The bound QUIC address.
+    pub addr: SocketAddr,
+    /// The latest replication status (JSON), for `/health`.
+    pub status: Arc<Mutex<Value>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Stop the node and wait for its task.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// This region's identity and the cluster CA from `dir`. A folder without a CA gets a new one
+/// (a local cluster's first start); a region without a certificate gets one when the CA key
+/// is there. Production clusters create them with `geoscim certs` instead.
+pub fn load_or_create_identity(dir: &Path, region: &str) -> Result<(Identity, String), CertError> {
+    std::fs::create_dir_all(dir).map_err(|e| CertError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    if !certs::ca_cert_path(dir).exists() {
+        let ca = certs::generate_ca()?;
+        certs::write_ca(dir, &ca, false)?;
+    }
+    if !certs::region_cert_path(dir, region).exists() {
+        let ca = certs::load_ca(dir)?;
+        certs::write_identity(dir, &ca.issue(region)?, false)?;
+    }
+    Ok((
+        certs::load_identity(dir, region)?,
+        certs::load_ca_cert(dir)?,
+    ))
+}
+
+enum Ev {
+    Local,
+    Conn(PeerConnection),
+    Msg(String, u64, Message),
+    Closed(String, u64),
+    Applied(String),
+}
+
+/// Start replication for `store` (region `region`) as configured.
+pub async fn start(
+    store: Arc<Store>,
+    region: &str,
+    cfg: &ReplicationConfig,
+) -> Result<Node, NodeError> {
+    let (identity, ca_pem) =
+        load_or_create_identity(&cfg.certs_dir, region).map_err(|source| NodeError::Certs {
+            dir: cfg.certs_dir.display().to_string(),
+            source,
+        })?;
+    let transport = Arc::new(Transport::bind(cfg.listen, &identity, &ca_pem)?);
+    let addr = transport.local_addr().map_err(NodeError::Addr)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    {
+        let tx = tx.clone();
+        store.set_on_commit(Box::new(move || {
+            let _ = tx.send(Ev::Local);
+        }));
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    // Accept incoming peers.
+    {
+        let (transport, tx, mut stop_rx) = (transport.clone(), tx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    next = transport.accept() => match next {
+                        Some(Ok(conn)) => { let _ = tx.send(Ev::Conn(conn)); }
+                        Some(Err(_)) => {} // logged by the transport
+                        None => break,
+                    },
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        });
+    }
+    // Dial the peers whose names sort after ours; redial when the connection drops.
+    let mut redial = HashMap::new();
+    for peer in cfg.peers.iter().filter(|p| p.region.as_str() > region) {
+        let (want_tx, want_rx) = watch::channel(0u64);
+        redial.insert(peer.region.clone(), want_tx);
+        tokio::spawn(dial_loop(
+            transport.clone(),
+            peer.region.clone(),
+            peer.addr,
+            tx.clone(),
+            want_rx,
+            stop_rx.clone(),
+        ));
+    }
+    let status = Arc::new(Mutex::new(json!({"peers": []})));
+    let peers: Vec<String> = cfg.peers.iter().map(|p| p.region.clone()).collect();
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let task = tokio::spawn(run(
+        store,
+        ReplicatorConfig::new(region, peers, incarnation),
+        tx,
+        rx,
+        redial,
+        status.clone(),
+        stop_rx,
+        transport,
+    ));
+    Ok(Node {
+        addr,
+        status,
+        stop,
+        task,
+    })
+}
+
+async fn dial_loop(
+    transport: Arc<Transport>,
+    peer: String,
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Ev>,
+    mut want: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match transport.connect(addr, &peer).await {
+            Ok(conn) => {
+                backoff = Duration::from_millis(100);
+                if tx.send(Ev::Conn(conn)).is_err() {
+                    return;
+                }
+                // Wait until the main loop says this connection is gone.
+                tokio::select! {
+                    r = want.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+            }
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    store: Arc<Store>,
+    config: ReplicatorConfig,
+    tx: mpsc::UnboundedSender<Ev>,
+    mut rx: mpsc::UnboundedReceiver<Ev>,
+    redial: HashMap<String, watch::Sender<u64>>,
+    status: Arc<Mutex<Value>>,
+    mut stop: watch::Receiver<bool>,
+    transport: Arc<Transport>,
+) {
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as Millis;
+    let mut rep = Replicator::new(config, &StoreLog(&store), now());
+    // peer → (connection id, outgoing queue)
+    let mut links: HashMap<String, (u64, mpsc::UnboundedSender<Message>)> = HashMap::new();
+    let mut next_conn = 0u64;
+    loop {
+        let wake = rep
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now())))
+            .unwrap_or(Duration::from_millis(500));
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let log = StoreLog(&store);
+                match ev {
+                    Ev::Local => rep.local_committed(now(), &log),
+                    Ev::Applied(origin) => rep.applied(&origin, now(), &log),
+                    Ev::Conn(conn) => {
+                        next_conn += 1;
+                        let id = next_conn;
+                        let peer = conn.region().to_string();
+                        let (mut sender, mut receiver) = conn.split();
+                        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+                        if let Some((_, old)) = links.insert(peer.clone(), (id, out_tx)) {
+                            drop(old);
+                            rep.disconnected(&peer, now());
+                        }
+                        tokio::spawn(async move {
+                            while let Some(msg) = out_rx.recv().await {
+                                if sender.send(&msg).await.is_err() {
+                                    break;
+                                }
+                            }
+                            sender.close();
+                        });
+                        let events = tx.clone();
+                        let who = peer.clone();
+                        tokio::spawn(async move {
+                            while let Ok(Some(msg)) = receiver.recv().await {
+                                if events.send(Ev::Msg(who.clone(), id, msg)).is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = events.send(Ev::Closed(who, id));
+                        });
+                        tracing::info!(peer = %peer, "replication peer connected");
+                        rep.connected(&peer, now());
+                    }
+                    Ev::Msg(peer, id, msg) => {
+                        if links.get(&peer).map(|l| l.0) == Some(id) {
+                            if let Err(e) = rep.received(&peer, msg, now(), &log) {
+                                tracing::warn!(peer = %peer, error = %e, "protocol error; dropping the connection");
+                                links.remove(&peer);
+                                rep.disconnected(&peer, now());
+                                if let Some(w) = redial.get(&peer) {
+                                    w.send_modify(|n| *n += 1);
+                                }
+                            }
+                        }
+                    }
+                    Ev::Closed(peer, id) => {
+                        if links.get(&peer).map(|l| l.0) == Some(id) {
+                            links.remove(&peer);
+                            tracing::info!(peer = %peer, "replication peer disconnected");
+                            rep.disconnected(&peer, now());
+                            if let Some(w) = redial.get(&peer) {
+                                w.send_modify(|n| *n += 1);
+                            }
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(wake) => rep.tick(now(), &StoreLog(&store)),
+            _ = stop.changed() => break,
+        }
+        let log = StoreLog(&store);
+        while let Some((peer, msg)) = rep.poll_transmit(now(), &log) {
+            if let Some((_, out)) = links.get(&peer) {
+                let _ = out.send(msg);
+            }
+        }
+        while let Some(apply) = rep.poll_apply() {
+            let (store, events) = (store.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.apply_remote(&apply.origin, &apply.entries) {
+                    tracing::warn!(origin = %apply.origin, error = %e, "applying replicated entries failed; will retry");
+                }
+                let _ = events.send(Ev::Applied(apply.origin));
+            });
+        }
+        while let Some(event) = rep.poll_event() {
+            tracing::debug!(?event, "replication event");
+        }
+        let peers: Vec<Value> = rep
+            .peer_status(now())
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "peer": p.peer, "connected": p.connected, "has": p.has,
+                    "behind_changes": p.behind_changes,
+                    "oldest_unacked_ms": p.oldest_unacked_age, "in_flight": p.in_flight,
+                    "sent_entries": p.sent_entries, "forwarded_entries": p.forwarded_entries,
+                    "received_entries": p.received_entries,
+                    "duplicate_entries": p.duplicate_entries, "retransmits": p.retransmits,
+                })
+            })
+            .collect();
+        if let Ok(mut s) = status.lock() {
+            *s = json!({"region": rep.region(), "hwm": rep.hwm(), "peers": peers});
+        }
+    }
+    transport.close();
+}
