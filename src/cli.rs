@@ -18,6 +18,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the ready-made local cluster (regions/local: three regions on loopback) and print
+    /// each region's SCIM base URL and a token; Ctrl-C stops every region.
+    Up {
+        /// The folder of region files.
+        #[arg(long, default_value = "regions/local")]
+        regions: PathBuf,
+    },
     /// Run one region: SCIM API, /health and /metrics.
     Serve {
         /// The region's config file (see README: every key can be overridden by GEOSCIM_* env).
@@ -58,6 +65,7 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Up { regions } => crate::local_cluster::up(&regions).await,
         Command::Certs {
             out,
             regions,

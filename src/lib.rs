@@ -9,18 +9,23 @@
 //!   No I/O.
 //! - `store`: the only code that touches RocksDB and Automerge: documents, materialised views,
 //!   indexes and the replication log, one synced write batch per request.
-//! - `replication`: the sans-IO replication protocol: wire format, per-origin marks, `Replicator`.
+//! - `replication`: replication between regions: the sans-IO protocol core (wire format,
+//!   per-origin marks, `Replicator`), the QUIC transport with mutual TLS (`quic`, the only quinn
+//!   user), cluster certificates (`certs`), and the runtime that wires them to the store (`node`).
+//! - `local_cluster`: `geoscim up`, the ready-made local cluster of `regions/local/`.
 //! - `api`: the axum routers (SCIM, `/health`, `/metrics`): auth, load shedding, SCIM error
 //!   mapping.
 //! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
 //! - `cli`: the thin command line over `server`.
 //!
-//! Dependencies point one way: `cli → server → api → store → scim → ids`.
+//! Dependencies point one way: `cli → {server, local_cluster} → {api, replication} → store →
+//! scim → ids`.
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod ids;
+pub mod local_cluster;
 pub mod replication;
 pub mod scim;
 pub mod server;

@@ -47,8 +47,9 @@ pub const PREAMBLE: &[u8; 4] = b"GSR1";
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A connection that hears nothing for this long is dead (three missed keep-alives).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// The longest a connection set-up (TLS handshake and preamble exchange) may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a connection set-up (TLS handshake and preamble exchange) may take: a few
+/// inter-region round trips; short, because a dialer waiting on a dead peer delays catch-up.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Application close code: a normal close.
 pub const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer broke the framing (malformed frame or preamble).

@@ -20,6 +20,8 @@ pub struct Region {
     pub tokens: Vec<(String, String)>,
     /// The data dir (kept across restarts).
     pub dir: PathBuf,
+    /// The config file.
+    config: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra_env: Vec<(String, String)>,
     pub client: reqwest::Client,
@@ -50,12 +52,23 @@ impl Region {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        let mut r = Region::spawn(tmp.path().join("data"), tokens, env);
+        let mut r = Region::spawn(
+            repo_file("regions/single.toml"),
+            tmp.path().join("data"),
+            tokens,
+            env,
+        );
         r._tmp = Some(tmp);
         r
     }
 
+    /// A region from its own config file, on `dir`, accepting `tokens` (tenant, token).
+    pub fn start_config(config: PathBuf, dir: PathBuf, tokens: Vec<(String, String)>) -> Region {
+        Region::spawn(config, dir, tokens, Vec::new())
+    }
+
     fn spawn(
+        config: PathBuf,
         dir: PathBuf,
         tokens: Vec<(String, String)>,
         extra_env: Vec<(String, String)>,
@@ -71,7 +84,7 @@ impl Region {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_geoscim"));
         cmd.arg("serve")
             .arg("--config")
-            .arg(repo_file("regions/single.toml"))
+            .arg(&config)
             .env("GEOSCIM_DATA_DIR", &dir)
             .env("GEOSCIM_HTTP__LISTEN", "127.0.0.1:0")
             .env("GEOSCIM_TOKENS", token_toml)
@@ -98,6 +111,7 @@ impl Region {
             url,
             tokens,
             dir,
+            config,
             _tmp: None,
             extra_env,
             client: reqwest::Client::new(),
@@ -115,6 +129,7 @@ impl Region {
         self.kill9();
         let tmp = self._tmp.take();
         let mut r = Region::spawn(
+            self.config.clone(),
             self.dir.clone(),
             self.tokens.clone(),
             self.extra_env.clone(),

@@ -4,5 +4,6 @@
 mod api;
 mod conformance;
 mod harness;
+mod replication;
 mod restart;
 mod robustness;

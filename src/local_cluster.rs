@@ -1,0 +1,126 @@
+//! `geoscim up`: the ready-made local cluster of `regions/local/` (three regions on loopback).
+//!
+//! Certificates are generated on first start into the cluster's `certs_dir` (never committed);
+//! one fresh bearer token for tenant `default` is accepted by every region (an IdP sees one
+//! geo-routed service, so one token must work everywhere) and printed at each start, never
+//! stored. Each region is a child `geoscim serve` process; Ctrl-C or SIGTERM stops them all
+//! with SIGTERM and waits for them.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::config::Config;
+
+/// Start every region of `dir` (one `*.toml` per region) and run until interrupted.
+pub async fn up(dir: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no region files in {}", dir.display());
+    let mut configs = Vec::new();
+    for f in &files {
+        configs.push(Config::load(f, std::env::vars())?);
+    }
+    // Certificates first, one region at a time, so the regions never race to create the CA.
+    for c in &configs {
+        if let Some(r) = &c.replication {
+            crate::replication::node::load_or_create_identity(&r.certs_dir, &c.region)
+                .with_context(|| format!("certificates for region {}", c.region))?;
+        }
+    }
+    let token = crate::server::new_token_text();
+    let tokens = format!(
+        "[{{tenant=\"{}\", sha256=\"{}\"}}]",
+        crate::server::DEFAULT_TENANT,
+        crate::api::token_hash(&token)
+    );
+    let exe = std::env::current_exe().context("cannot find the geoscim binary")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for (file, c) in files.iter().zip(&configs) {
+        let mut child = Command::new(&exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(file)
+            .env("GEOSCIM_TOKENS", &tokens)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start region {}", c.region))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (region, tx) = (c.region.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send((region.clone(), line));
+            }
+        });
+        children.push((c.region.clone(), child));
+    }
+    drop(tx);
+    let mut urls = std::collections::BTreeMap::new();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            line = rx.recv() => {
+                let Some((region, line)) = line else { break };
+                println!("[{region}] {line}");
+                if let Some(url) = line.strip_prefix("geoscim: http listening on ") {
+                    urls.insert(region, format!("{url}/scim/v2"));
+                    if urls.len() == configs.len() {
+                        println!("geoscim: local cluster up ({} regions)", urls.len());
+                        for (r, u) in &urls {
+                            println!("geoscim: region {r}: {u}");
+                        }
+                        println!("geoscim: token for tenant default (all regions): {token}");
+                        println!("geoscim: Ctrl-C stops every region");
+                    }
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    println!("geoscim: stopping {} regions", children.len());
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for (region, mut child) in children {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await {
+            Ok(Ok(status)) => println!("geoscim: region {region} stopped ({status})"),
+            _ => {
+                let _ = child.kill().await;
+                println!("geoscim: region {region} killed after 10 s");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
