@@ -84,3 +84,105 @@ impl Metrics {
         out
     }
 }
+
+/// Per-peer replication metrics, read from the replication node's status (see
+/// `replication::node`) at scrape time and appended to the exposition before its `# EOF`.
+/// Gauges: connection state, changes the peer lacks, age of the oldest unacknowledged change.
+/// Counters (since this process started): entries sent, forwarded, received, duplicates,
+/// retransmissions.
+pub fn with_replication(exposition: String, status: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let body = exposition
+        .strip_suffix("# EOF\n")
+        .unwrap_or(&exposition)
+        .to_string();
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    let mut out = body;
+    let series: &[(&str, &str, &str, &str)] = &[
+        (
+            "replication_peer_connected",
+            "gauge",
+            "connected",
+            "1 when the connection to the peer is up",
+        ),
+        (
+            "replication_behind_changes",
+            "gauge",
+            "behind_changes",
+            "changes we hold that the peer has not acknowledged",
+        ),
+        (
+            "replication_oldest_unacked_seconds",
+            "gauge",
+            "oldest_unacked_ms",
+            "age of the oldest change the peer has not acknowledged",
+        ),
+        (
+            "replication_sent_entries",
+            "counter",
+            "sent_entries",
+            "entries sent to the peer, resends included",
+        ),
+        (
+            "replication_forwarded_entries",
+            "counter",
+            "forwarded_entries",
+            "entries of third regions sent to the peer",
+        ),
+        (
+            "replication_received_entries",
+            "counter",
+            "received_entries",
+            "entries received from the peer",
+        ),
+        (
+            "replication_duplicate_entries",
+            "counter",
+            "duplicate_entries",
+            "received entries already held",
+        ),
+        (
+            "replication_retransmits",
+            "counter",
+            "retransmits",
+            "resends after an acknowledgement timeout",
+        ),
+    ];
+    for (name, kind, field, help) in series {
+        let _ = writeln!(out, "# HELP geoscim_{name} {help}.");
+        let _ = writeln!(out, "# TYPE geoscim_{name} {kind}");
+        let suffix = if *kind == "counter" { "_total" } else { "" };
+        for p in &peers {
+            let peer = p["peer"].as_str().unwrap_or_default();
+            let value = match (*field, &p[*field]) {
+                ("connected", v) => f64::from(u8::from(v.as_bool() == Some(true))),
+                ("oldest_unacked_ms", v) => v.as_f64().map_or(0.0, |ms| ms / 1000.0),
+                (_, v) => v.as_f64().unwrap_or(0.0),
+            };
+            let _ = writeln!(out, "geoscim_{name}{suffix}{{peer=\"{peer}\"}} {value}");
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_series_go_before_eof() {
+        let m = Metrics::default();
+        let status = serde_json::json!({"peers": [{"peer": "us", "connected": true,
+            "behind_changes": 3, "oldest_unacked_ms": 1500, "sent_entries": 7}]});
+        let text = with_replication(m.encode(), &status);
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(
+            text.contains("geoscim_replication_peer_connected{peer=\"us\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("geoscim_replication_oldest_unacked_seconds{peer=\"us\"} 1.5"));
+        assert!(text.contains("geoscim_replication_sent_entries_total{peer=\"us\"} 7"));
+    }
+}

@@ -307,7 +307,15 @@ async fn record_metrics(
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    let mut response = state.metrics.encode().into_response();
+    let replication = state
+        .replication
+        .get()
+        .and_then(|s| s.lock().ok().map(|v| v.clone()));
+    let text = match replication {
+        Some(status) => metrics::with_replication(state.metrics.encode(), &status),
+        None => state.metrics.encode(),
+    };
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -155,6 +155,38 @@ async fn a_write_in_one_region_is_read_in_the_others_with_the_same_version() {
         views.push(v);
     }
     assert!(views.windows(2).all(|w| w[0] == w[1]), "{views:?}");
+    // Per-peer replication state in /metrics and /health.
+    let text = regions[0]
+        .client
+        .get(format!("{}/metrics", regions[0].url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("geoscim_replication_peer_connected{peer=\"rb\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("geoscim_replication_received_entries_total{peer="),
+        "{text}"
+    );
+    let health: Value = regions[1]
+        .client
+        .get(format!("{}/health", regions[1].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["replication"]["peers"].as_array().unwrap().len(),
+        2,
+        "{health}"
+    );
 }
 
 #[tokio::test]
