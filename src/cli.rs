@@ -115,6 +115,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
             .await?;
             println!("geoscim: quic listening on {}", node.addr);
             let _ = prepared.state.replication.set(node.status.clone());
+            let _ = prepared.state.quorum.set(node.quorum.clone());
             Some(node)
         }
         None => None,

@@ -74,6 +74,39 @@ pub struct ReplicationConfig {
     /// The other regions and where their QUIC endpoints listen.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// `async`: a write answers 2xx after the local commit. `sync`: after `write_quorum`
+    /// regions (this one included) hold it durably, else 503 after `quorum_timeout_ms` (the
+    /// local change stays and replicates later; retrying is idempotent).
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// Regions, this one included, that must hold a write before a quorum write answers 2xx.
+    #[serde(default = "default_write_quorum")]
+    pub write_quorum: usize,
+    /// How long a quorum write waits before answering 503 + `Retry-After`.
+    #[serde(default = "default_quorum_timeout_ms")]
+    pub quorum_timeout_ms: u64,
+    /// Deactivations (`active` set to false) and deletes wait for the quorum in every mode, so an
+    /// acknowledged offboarding survives the loss of the region that took it.
+    #[serde(default = "default_true")]
+    pub offboarding_quorum: bool,
+}
+
+/// When a write answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// After the local commit.
+    #[default]
+    Async,
+    /// After `write_quorum` regions committed it.
+    Sync,
+}
+
+fn default_write_quorum() -> usize {
+    2
+}
+fn default_quorum_timeout_ms() -> u64 {
+    2000
 }
 
 /// One peer region.
@@ -315,6 +348,12 @@ impl Config {
             return invalid("storage.doc_cache_size", "must be at least 1");
         }
         if let Some(r) = &self.replication {
+            if r.write_quorum == 0 || r.write_quorum > r.peers.len() + 1 {
+                return invalid(
+                    "replication.write_quorum",
+                    "must be between 1 and the number of regions (peers + this one)",
+                );
+            }
             for peer in &r.peers {
                 if !crate::ids::is_valid_name(&peer.region) || peer.region == self.region {
                     return invalid(

@@ -129,6 +129,35 @@ fn insert_before_meta(view: &mut Value, key: &str, value: Value) {
     }
 }
 
+/// Hold the answer of a write until the write quorum has it, where the quorum applies: every
+/// write in `sync` mode; in every mode (unless `offboarding_quorum` is off) deletes and writes
+/// that leave a user inactive, so an acknowledged offboarding survives the loss of this region.
+/// On timeout: 503 + `Retry-After`; the change stays here and replicates later, and the retry
+/// is idempotent (a replayed POST finds the user, a PATCH or PUT rewrites nothing).
+async fn confirm(state: &AppState, offboarding: bool) -> Result<(), ApiError> {
+    let Some(q) = state.quorum.get() else {
+        return Ok(());
+    };
+    if !(q.all_writes || (q.offboarding && offboarding)) {
+        return Ok(());
+    }
+    if q.wait(state.store.last_local_seq()).await {
+        Ok(())
+    } else {
+        Err(ApiError(ScimError::Unavailable(format!(
+            "the change is stored in this region but {} regions did not confirm it within {} ms; \
+             it will replicate, and retrying is safe",
+            q.size,
+            q.timeout.as_millis()
+        ))))
+    }
+}
+
+/// Does this view describe an inactive user (an offboarding write)?
+fn inactive(view: &Value) -> bool {
+    view.get("active") == Some(&Value::Bool(false))
+}
+
 fn resource_response(
     status: StatusCode,
     body: &Value,
@@ -446,6 +475,7 @@ async fn create(
         Ok((stored, view))
     })
     .await?;
+    confirm(&state, inactive(&view)).await?;
     let location = view["meta"]["location"]
         .as_str()
         .unwrap_or_default()
@@ -543,6 +573,7 @@ async fn replace(
         Ok((stored, view))
     })
     .await?;
+    confirm(&state, inactive(&view)).await?;
     let body = list::project(&view, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
@@ -580,6 +611,7 @@ async fn patch_one(
         Ok((stored, view))
     })
     .await?;
+    confirm(&state, inactive(&view)).await?;
     let body = list::project(&view, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
@@ -602,5 +634,6 @@ async fn delete(
         store.delete(&tenant, kind, &id, if_match.as_deref())
     })
     .await?;
+    confirm(&state, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

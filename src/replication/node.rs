@@ -34,12 +34,40 @@ pub enum NodeError {
     Addr(std::io::Error),
 }
 
+/// Waits for a write quorum (sync mode, and offboarding in every mode).
+#[derive(Clone)]
+pub struct Quorum {
+    tx: mpsc::UnboundedSender<Ev>,
+    /// Every write waits (sync mode).
+    pub all_writes: bool,
+    /// Deactivations and deletes wait.
+    pub offboarding: bool,
+    /// Regions (this one included) that must hold a write.
+    pub size: usize,
+    /// How long to wait before answering 503.
+    pub timeout: Duration,
+}
+
+impl Quorum {
+    /// Wait until every local write up to `target` is durable in `size` regions; `false` after
+    /// the timeout (the writes stay and replicate later).
+    pub async fn wait(&self, target: u64) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Ev::Wait(target, self.size, tx)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(self.timeout, rx).await, Ok(Ok(true)))
+    }
+}
+
 /// A running replication node.
 pub struct Node {
     /// The bound QUIC address.
     pub addr: SocketAddr,
     /// The latest replication status (JSON), for `/health`.
     pub status: Arc<Mutex<Value>>,
+    /// Quorum waits for the API.
+    pub quorum: Quorum,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -76,6 +104,8 @@ pub fn load_or_create_identity(dir: &Path, region: &str) -> Result<(Identity, St
 
 enum Ev {
     Local,
+    /// Answer `true` once local entry `target` is durable in `quorum` regions.
+    Wait(u64, usize, tokio::sync::oneshot::Sender<bool>),
     Conn(PeerConnection),
     Msg(String, u64, Message),
     Closed(String, u64),
@@ -139,6 +169,13 @@ pub async fn start(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
+    let quorum = Quorum {
+        tx: tx.clone(),
+        all_writes: cfg.mode == crate::config::ReplicationMode::Sync,
+        offboarding: cfg.offboarding_quorum,
+        size: cfg.write_quorum,
+        timeout: Duration::from_millis(cfg.quorum_timeout_ms),
+    };
     let task = tokio::spawn(run(
         store,
         ReplicatorConfig::new(region, peers, incarnation),
@@ -152,6 +189,7 @@ pub async fn start(
     Ok(Node {
         addr,
         status,
+        quorum,
         stop,
         task,
     })
@@ -207,6 +245,7 @@ async fn run(
     // peer → (connection id, outgoing queue)
     let mut links: HashMap<String, (u64, mpsc::UnboundedSender<Message>)> = HashMap::new();
     let mut next_conn = 0u64;
+    let mut waiters: Vec<(u64, usize, tokio::sync::oneshot::Sender<bool>)> = Vec::new();
     loop {
         let wake = rep
             .poll_timeout()
@@ -218,6 +257,10 @@ async fn run(
                 let log = StoreLog(&store);
                 match ev {
                     Ev::Local => rep.local_committed(now(), &log),
+                    Ev::Wait(target, size, reply) => {
+                        rep.local_committed(now(), &log);
+                        waiters.push((target, size, reply));
+                    }
                     Ev::Applied(origin) => rep.applied(&origin, now(), &log),
                     Ev::Conn(conn) => {
                         next_conn += 1;
@@ -294,6 +337,20 @@ async fn run(
         }
         while let Some(event) = rep.poll_event() {
             tracing::debug!(?event, "replication event");
+        }
+        // Answer the quorum waits that are met; forget those whose caller gave up.
+        let region = rep.region().to_string();
+        let mut i = 0;
+        while i < waiters.len() {
+            let (target, size, reply) = &waiters[i];
+            if rep.durable_count(&region, *target) >= *size {
+                let (_, _, reply) = waiters.swap_remove(i);
+                let _ = reply.send(true);
+            } else if reply.is_closed() {
+                waiters.swap_remove(i);
+            } else {
+                i += 1;
+            }
         }
         let peers: Vec<Value> = rep
             .peer_status(now())

@@ -731,6 +731,12 @@ impl Store {
         log::read(&self.db, self.cf(CF_LOG), origin, from_seq, limit)
     }
 
+    /// The highest local log sequence number handed out so far: every local write that has
+    /// returned is at or below it (quorum waits use it as their target).
+    pub fn last_local_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire).saturating_sub(1)
+    }
+
     /// Register the function called after every local commit (once; later calls are ignored).
     pub fn set_on_commit(&self, f: Box<dyn Fn() + Send + Sync>) {
         let _ = self.on_commit.set(f);

@@ -41,13 +41,18 @@ fn certs(dir: &Path, regions: &[&str]) {
 impl Cluster {
     /// Config files for `names`, all peers of each other, certificates from one CA.
     fn new(names: &[&str]) -> Cluster {
+        Cluster::with(names, "")
+    }
+
+    /// Like [`Cluster::new`], with extra `[replication]` keys (TOML lines).
+    fn with(names: &[&str], replication_keys: &str) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         certs(&tmp.path().join("certs"), names);
         let ports: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
         for (i, name) in names.iter().enumerate() {
             let mut text = format!(
                 "region = \"{name}\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-                 [replication]\nlisten = \"127.0.0.1:{}\"\ncerts_dir = \"{}\"\n",
+                 [replication]\nlisten = \"127.0.0.1:{}\"\ncerts_dir = \"{}\"\n{replication_keys}\n",
                 tmp.path().join(name).display(),
                 ports[i],
                 tmp.path().join("certs").display()
@@ -257,4 +262,118 @@ async fn a_peer_with_a_foreign_certificate_is_refused() {
         peers.iter().all(|p| p["connected"] == json!(false)),
         "{health}"
     );
+}
+
+#[tokio::test]
+async fn sync_mode_answers_503_without_a_quorum_and_keeps_the_write() {
+    let cluster = Cluster::with(
+        &["sa", "sb"],
+        "mode = \"sync\"\nwrite_quorum = 2\nquorum_timeout_ms = 1000",
+    );
+    let a = cluster.start("sa");
+    let mut b = cluster.start("sb");
+    eventually(20, "peers connected", || async {
+        let h: Value = a
+            .client
+            .get(format!("{}/health", a.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (h["replication"]["peers"][0]["connected"] == json!(true)).then_some(())
+    })
+    .await;
+    let first = a.create_user("quorum-ok@example.com").await;
+    assert!(
+        user_named(&b, "quorum-ok@example.com").await.is_some(),
+        "a sync 2xx must already be in the peer"
+    );
+    b.kill9();
+    let started = Instant::now();
+    let resp = a
+        .send(a.token(), Method::POST, "/Users", Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "no-quorum@example.com"
+        })), &[])
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The change stays here and replicates once the peer is back; the retry is idempotent.
+    assert!(user_named(&a, "no-quorum@example.com").await.is_some());
+    let b = b.restart();
+    eventually(30, "the kept write reaches the peer", || {
+        user_named(&b, "no-quorum@example.com")
+    })
+    .await;
+    let (s, again) = a
+        .req(Method::POST, "/Users", Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "no-quorum@example.com"
+        })))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the retry of the 503'd POST: {again}"
+    );
+    let kept = user_named(&a, "no-quorum@example.com").await.unwrap();
+    assert_eq!(again["id"], kept["id"]);
+    assert_ne!(again["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn offboarding_waits_for_the_quorum_even_in_async_mode() {
+    let cluster = Cluster::with(&["oa", "ob"], "write_quorum = 2\nquorum_timeout_ms = 1000");
+    let a = cluster.start("oa");
+    let mut b = cluster.start("ob");
+    let user = a.create_user("leaver@example.com").await;
+    let id = user["id"].as_str().unwrap().to_string();
+    eventually(20, "user replicated", || {
+        user_named(&b, "leaver@example.com")
+    })
+    .await;
+    b.kill9();
+    // An ordinary change answers at once in async mode...
+    let (s, _) = a
+        .req(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "displayName", "value": "Leaver"}]
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // ...a deactivation does not, without a second region to hold it.
+    let (s, body) = a
+        .req(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let b = b.restart();
+    let seen = eventually(30, "the deactivation reaches the peer", || async {
+        let u = user_named(&b, "leaver@example.com").await?;
+        (u["active"] == json!(false)).then_some(u)
+    })
+    .await;
+    assert_eq!(seen["active"], json!(false));
+    let (s, _) = a
+        .req(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "with the peer back the retry succeeds");
 }
