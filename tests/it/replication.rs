@@ -377,3 +377,100 @@ async fn offboarding_waits_for_the_quorum_even_in_async_mode() {
         .await;
     assert_eq!(s, StatusCode::OK, "with the peer back the retry succeeds");
 }
+
+/// Write from 8 tasks to region 0 (bounded: at most 2,000 writes or 3 s), kill -9 it after
+/// `kill_after`, and return the userNames that got a 2xx.
+async fn write_then_kill(
+    cluster: &Cluster,
+    prefix: &str,
+    kill_after: Duration,
+) -> (Vec<String>, Vec<Region>) {
+    let mut a = cluster.start(&cluster.names[0]);
+    let others: Vec<Region> = cluster.names[1..]
+        .iter()
+        .map(|n| cluster.start(n))
+        .collect();
+    for r in &others {
+        let probe = format!("{prefix}-probe");
+        if user_named(r, &probe).await.is_none() {
+            a.create_user(&probe).await;
+        }
+        eventually(20, "cluster connected", || user_named(r, &probe)).await;
+    }
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (client, url, token, acked, prefix) = (
+            a.client.clone(),
+            format!("{}/Users", a.scim()),
+            a.token().to_string(),
+            acked.clone(),
+            prefix.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let name = format!("{prefix}-{t}-{i}");
+                let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name});
+                let sent = client.post(&url).bearer_auth(&token).header("content-type", "application/scim+json")
+                    .body(body.to_string()).timeout(Duration::from_secs(5)).send().await;
+                match sent {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push(name),
+                    Ok(_) => {}
+                    Err(_) => break, // the region is gone
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(kill_after).await;
+    a.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    (acked, others)
+}
+
+#[tokio::test]
+async fn sync_mode_loses_no_acknowledged_write_when_the_writing_region_dies() {
+    let cluster = Cluster::with(&["pa", "pb", "pc"], "mode = \"sync\"\nwrite_quorum = 2");
+    let (acked, survivors) =
+        write_then_kill(&cluster, "rpo-sync", Duration::from_millis(700)).await;
+    assert!(
+        acked.len() > 10,
+        "too few writes acknowledged before the kill: {}",
+        acked.len()
+    );
+    // Every acknowledged write is in the survivors (they exchange what either holds).
+    for name in &acked {
+        for r in &survivors {
+            eventually(30, "acknowledged write in a survivor", || {
+                user_named(r, name)
+            })
+            .await;
+        }
+    }
+    println!("RPO sync: {} acknowledged writes, 0 lost", acked.len());
+}
+
+#[tokio::test]
+async fn async_mode_reports_how_many_acknowledged_writes_were_lost() {
+    let cluster = Cluster::new(&["qa", "qb"]);
+    let (acked, survivors) =
+        write_then_kill(&cluster, "rpo-async", Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lost = 0;
+    for name in &acked {
+        if user_named(&survivors[0], name).await.is_none() {
+            lost += 1;
+        }
+    }
+    // A figure, not an assertion: async mode acknowledges before any peer holds the write.
+    println!(
+        "RPO async: {} acknowledged writes, {lost} lost with the writing region",
+        acked.len()
+    );
+}
