@@ -200,6 +200,25 @@ impl Region {
         b.send().await.expect("request")
     }
 
+    /// PATCH a user with one operation; returns status and body.
+    pub async fn patch_user(
+        &self,
+        id: &str,
+        op: &str,
+        path: &str,
+        value: Value,
+    ) -> (StatusCode, Value) {
+        self.req(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": op, "path": path, "value": value}]
+            })),
+        )
+        .await
+    }
+
     /// POST a user with this userName; returns the created resource.
     pub async fn create_user(&self, user_name: &str) -> Value {
         let (s, v) = self

@@ -138,14 +138,7 @@ async fn a_write_in_one_region_is_read_in_the_others_with_the_same_version() {
     // A change in another region comes back, and every region serves identical JSON.
     let id = created["id"].as_str().unwrap();
     let (s, _) = regions[2]
-        .req(
-            Method::PATCH,
-            &format!("/Users/{id}"),
-            Some(json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "active", "value": false}]
-            })),
-        )
+        .patch_user(id, "replace", "active", json!(false))
         .await;
     assert_eq!(s, StatusCode::OK);
     let mut views = Vec::new();
@@ -336,27 +329,11 @@ async fn offboarding_waits_for_the_quorum_even_in_async_mode() {
     b.kill9();
     // An ordinary change answers at once in async mode...
     let (s, _) = a
-        .req(
-            Method::PATCH,
-            &format!("/Users/{id}"),
-            Some(json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "displayName", "value": "Leaver"}]
-            })),
-        )
+        .patch_user(&id, "replace", "displayName", json!("Leaver"))
         .await;
     assert_eq!(s, StatusCode::OK);
     // ...a deactivation does not, without a second region to hold it.
-    let (s, body) = a
-        .req(
-            Method::PATCH,
-            &format!("/Users/{id}"),
-            Some(json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "active", "value": false}]
-            })),
-        )
-        .await;
+    let (s, body) = a.patch_user(&id, "replace", "active", json!(false)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let b = b.restart();
     let seen = eventually(30, "the deactivation reaches the peer", || async {
@@ -365,16 +342,7 @@ async fn offboarding_waits_for_the_quorum_even_in_async_mode() {
     })
     .await;
     assert_eq!(seen["active"], json!(false));
-    let (s, _) = a
-        .req(
-            Method::PATCH,
-            &format!("/Users/{id}"),
-            Some(json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "active", "value": false}]
-            })),
-        )
-        .await;
+    let (s, _) = a.patch_user(&id, "replace", "active", json!(false)).await;
     assert_eq!(s, StatusCode::OK, "with the peer back the retry succeeds");
 }
 
