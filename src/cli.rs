@@ -93,18 +93,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path, std::env::vars())?;
     let listen = config.http.listen;
     let prepared = tokio::task::spawn_blocking(move || server::prepare(config)).await??;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot bind http listener on {listen}"))?;
-    let addr = listener.local_addr()?;
-    println!("geoscim: http listening on http://{addr}");
-    if let Some(token) = &prepared.new_token {
-        println!(
-            "geoscim: created token for tenant {}: {token}",
-            server::DEFAULT_TENANT
-        );
-        println!("geoscim: (shown once; only its hash is kept in the data dir)");
-    }
+    // Replication first: once HTTP answers, lookups at the peers (no false 404s) must work.
     let node = match prepared.state.config.replication.clone() {
         Some(cfg) => {
             let node = crate::replication::node::start(
@@ -113,13 +102,27 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
                 &cfg,
             )
             .await?;
-            println!("geoscim: quic listening on {}", node.addr);
             let _ = prepared.state.replication.set(node.status.clone());
-            let _ = prepared.state.quorum.set(node.quorum.clone());
+            let _ = prepared.state.cluster.set(node.handle.clone());
             Some(node)
         }
         None => None,
     };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind http listener on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("geoscim: http listening on http://{addr}");
+    if let Some(node) = &node {
+        println!("geoscim: quic listening on {}", node.addr);
+    }
+    if let Some(token) = &prepared.new_token {
+        println!(
+            "geoscim: created token for tenant {}: {token}",
+            server::DEFAULT_TENANT
+        );
+        println!("geoscim: (shown once; only its hash is kept in the data dir)");
+    }
     server::serve(prepared.state, listener, shutdown_signal()).await?;
     if let Some(node) = node {
         node.shutdown().await;

@@ -89,6 +89,14 @@ pub struct ReplicationConfig {
     /// acknowledged offboarding survives the loss of the region that took it.
     #[serde(default = "default_true")]
     pub offboarding_quorum: bool,
+    /// How long a region that lacks an id or userName waits for its peers' answers before it
+    /// answers 404 (IdPs quarantine apps that answer 404 for users that exist).
+    #[serde(default = "default_lookup_timeout_ms")]
+    pub lookup_timeout_ms: u64,
+}
+
+fn default_lookup_timeout_ms() -> u64 {
+    500
 }
 
 /// When a write answers.

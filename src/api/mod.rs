@@ -44,8 +44,8 @@ pub struct AppState {
     in_flight: AtomicUsize,
     /// The replication status (JSON), when this region replicates; shown by `/health`.
     pub replication: std::sync::OnceLock<Arc<std::sync::Mutex<Value>>>,
-    /// Write-quorum waits, when this region replicates.
-    pub quorum: std::sync::OnceLock<crate::replication::node::Quorum>,
+    /// Write-quorum waits and peer lookups, when this region replicates.
+    pub cluster: std::sync::OnceLock<crate::replication::node::Handle>,
 }
 
 impl AppState {
@@ -58,7 +58,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             in_flight: AtomicUsize::new(0),
             replication: std::sync::OnceLock::new(),
-            quorum: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::scim::filter::{self, AttrPath, FilterLimits};
 use crate::scim::list::{self, ListLimits, ListQuery};
 use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 use crate::scim::{patch, resource, ScimError};
-use crate::store::{indexed_attrs, Created, Store, StoreError, Stored};
+use crate::store::{indexed_attrs, Created, Lookup, Store, StoreError, Stored};
 
 fn limits(state: &AppState) -> ListLimits {
     ListLimits {
@@ -135,7 +135,7 @@ fn insert_before_meta(view: &mut Value, key: &str, value: Value) {
 /// On timeout: 503 + `Retry-After`; the change stays here and replicates later, and the retry
 /// is idempotent (a replayed POST finds the user, a PATCH or PUT rewrites nothing).
 async fn confirm(state: &AppState, offboarding: bool) -> Result<(), ApiError> {
-    let Some(q) = state.quorum.get() else {
+    let Some(q) = state.cluster.get() else {
         return Ok(());
     };
     if !(q.all_writes || (q.offboarding && offboarding)) {
@@ -151,6 +151,53 @@ async fn confirm(state: &AppState, offboarding: bool) -> Result<(), ApiError> {
             q.timeout.as_millis()
         ))))
     }
+}
+
+/// No false 404s during replication lag: when this region has never seen `id`, ask the
+/// reachable peers (bounded by `lookup_timeout_ms`) and merge what they hold before going on.
+async fn ensure_local(
+    state: &Arc<AppState>,
+    tenant: &str,
+    kind: ResourceKind,
+    id: &str,
+) -> Result<(), ApiError> {
+    let Some(cluster) = state.cluster.get() else {
+        return Ok(());
+    };
+    if state.store.knows(tenant, kind, id)? {
+        return Ok(());
+    }
+    let lookup = Lookup::Id {
+        tenant: tenant.to_string(),
+        kind,
+        id: id.to_string(),
+    };
+    if let Some(doc) = cluster.fetch(lookup.encode()).await {
+        let tenant = tenant.to_string();
+        blocking(state, move |store| store.import(&tenant, &doc).map(|_| ())).await?;
+    }
+    Ok(())
+}
+
+/// The same for a userName an equality filter looks for.
+async fn ensure_user_name(
+    state: &Arc<AppState>,
+    tenant: &str,
+    user_name: &str,
+) -> Result<bool, ApiError> {
+    let Some(cluster) = state.cluster.get() else {
+        return Ok(false);
+    };
+    let lookup = Lookup::UserName {
+        tenant: tenant.to_string(),
+        user_name: user_name.to_string(),
+    };
+    let Some(doc) = cluster.fetch(lookup.encode()).await else {
+        return Ok(false);
+    };
+    let tenant = tenant.to_string();
+    blocking(state, move |store| store.import(&tenant, &doc).map(|_| ())).await?;
+    Ok(true)
 }
 
 /// Does this view describe an inactive user (an offboarding write)?
@@ -341,10 +388,30 @@ async fn run_list(
     kinds: Vec<ResourceKind>,
 ) -> Result<Response, ApiError> {
     let base = base_url(&state, &headers);
-    let body = blocking(&state, move |store| {
-        list_in_store(store, &tenant, &kinds, &query, &base)
-    })
-    .await?;
+    let run = || {
+        let (tenant, kinds, query, base) =
+            (tenant.clone(), kinds.clone(), query.clone(), base.clone());
+        blocking(&state, move |store| {
+            list_in_store(store, &tenant, &kinds, &query, &base)
+        })
+    };
+    let mut body = run().await?;
+    // No false empty answers for an IdP's lookup by userName during replication lag.
+    if body["totalResults"] == 0 && kinds.contains(&ResourceKind::User) {
+        let wanted = query
+            .filter
+            .as_ref()
+            .map(filter::required_eq)
+            .unwrap_or_default();
+        if let Some((_, user_name)) = wanted
+            .iter()
+            .find(|(p, _)| p.sub.is_none() && p.name.eq_ignore_ascii_case("userName"))
+        {
+            if ensure_user_name(&state, &tenant, user_name).await? {
+                body = run().await?;
+            }
+        }
+    }
     Ok(scim_response(StatusCode::OK, &body))
 }
 
@@ -522,6 +589,7 @@ async fn get_one(
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
+    ensure_local(&state, &tenant, kind, &id).await?;
     let (attributes, excluded) = projection(&state, raw)?;
     let base = base_url(&state, &headers);
     let found = inline(&state, |store| {
@@ -560,6 +628,7 @@ async fn replace(
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
+    ensure_local(&state, &tenant, kind, &id).await?;
     let incoming = resource::normalize(kind, &body)?;
     let (attributes, excluded) = projection(&state, raw)?;
     let if_match = header_str(&headers, header::IF_MATCH);
@@ -593,6 +662,7 @@ async fn patch_one(
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
+    ensure_local(&state, &tenant, kind, &id).await?;
     let ops = patch::parse_request(
         &body,
         state.config.scim.max_patch_ops,
@@ -629,6 +699,7 @@ async fn delete(
     kind: ResourceKind,
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
+    ensure_local(&state, &tenant, kind, &id).await?;
     let if_match = header_str(&headers, header::IF_MATCH);
     blocking(&state, move |store| {
         store.delete(&tenant, kind, &id, if_match.as_deref())

@@ -19,7 +19,7 @@ use super::certs::{self, CertError, Identity};
 use super::protocol::{Config as ReplicatorConfig, Millis, Replicator};
 use super::quic::{PeerConnection, Transport, TransportError};
 use super::store_log::StoreLog;
-use super::wire::Message;
+use super::wire::{Message, MessageV1};
 use crate::config::ReplicationConfig;
 use crate::store::Store;
 
@@ -34,9 +34,10 @@ pub enum NodeError {
     Addr(std::io::Error),
 }
 
-/// Waits for a write quorum (sync mode, and offboarding in every mode).
+/// What the API asks of replication: write-quorum waits (sync mode, and offboarding in every
+/// mode) and lookups at the peers before a 404.
 #[derive(Clone)]
-pub struct Quorum {
+pub struct Handle {
     tx: mpsc::UnboundedSender<Ev>,
     /// Every write waits (sync mode).
     pub all_writes: bool,
@@ -46,9 +47,22 @@ pub struct Quorum {
     pub size: usize,
     /// How long to wait before answering 503.
     pub timeout: Duration,
+    /// How long to wait for the peers' answers to a lookup.
+    pub lookup_timeout: Duration,
 }
 
-impl Quorum {
+impl Handle {
+    /// Ask every connected peer for the document `key` names (a store `Lookup`); the first
+    /// document found, or `None` when no peer has it or none answers within the lookup timeout.
+    pub async fn fetch(&self, key: Vec<u8>) -> Option<Vec<u8>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Ev::Lookup(key, tx)).ok()?;
+        tokio::time::timeout(self.lookup_timeout, rx)
+            .await
+            .ok()?
+            .ok()?
+    }
+
     /// Wait until every local write up to `target` is durable in `size` regions; `false` after
     /// the timeout (the writes stay and replicate later).
     pub async fn wait(&self, target: u64) -> bool {
@@ -66,8 +80,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// The latest replication status (JSON), for `/health`.
     pub status: Arc<Mutex<Value>>,
-    /// Quorum waits for the API.
-    pub quorum: Quorum,
+    /// What the API asks of replication.
+    pub handle: Handle,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -106,6 +120,10 @@ enum Ev {
     Local,
     /// Answer `true` once local entry `target` is durable in `quorum` regions.
     Wait(u64, usize, tokio::sync::oneshot::Sender<bool>),
+    /// Ask the connected peers for a document.
+    Lookup(Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>),
+    /// Our answer to a peer's `Fetch`, ready to send.
+    Reply(String, u64, Vec<u8>),
     Conn(PeerConnection),
     Msg(String, u64, Message),
     Closed(String, u64),
@@ -169,12 +187,13 @@ pub async fn start(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
-    let quorum = Quorum {
+    let handle = Handle {
         tx: tx.clone(),
         all_writes: cfg.mode == crate::config::ReplicationMode::Sync,
         offboarding: cfg.offboarding_quorum,
         size: cfg.write_quorum,
         timeout: Duration::from_millis(cfg.quorum_timeout_ms),
+        lookup_timeout: Duration::from_millis(cfg.lookup_timeout_ms),
     };
     let task = tokio::spawn(run(
         store,
@@ -189,7 +208,7 @@ pub async fn start(
     Ok(Node {
         addr,
         status,
-        quorum,
+        handle,
         stop,
         task,
     })
@@ -246,6 +265,13 @@ async fn run(
     let mut links: HashMap<String, (u64, mpsc::UnboundedSender<Message>)> = HashMap::new();
     let mut next_conn = 0u64;
     let mut waiters: Vec<(u64, usize, tokio::sync::oneshot::Sender<bool>)> = Vec::new();
+    // Lookups in flight: request → (peers yet to answer, the caller).
+    type Pending = (usize, tokio::sync::oneshot::Sender<Option<Vec<u8>>>);
+    let mut lookups: HashMap<u64, Pending> = HashMap::new();
+    let mut next_request = 0u64;
+    // Lookups that arrived while no peer was connected (a region just started): sent to the
+    // first peer that connects, still bounded by the caller's timeout.
+    let mut queued: Vec<(u64, Vec<u8>)> = Vec::new();
     loop {
         let wake = rep
             .poll_timeout()
@@ -260,6 +286,41 @@ async fn run(
                     Ev::Wait(target, size, reply) => {
                         rep.local_committed(now(), &log);
                         waiters.push((target, size, reply));
+                    }
+                    Ev::Lookup(key, reply) => {
+                        next_request += 1;
+                        if links.is_empty() {
+                            queued.push((next_request, key));
+                            lookups.insert(next_request, (1, reply));
+                        } else {
+                            for (_, out) in links.values() {
+                                let _ = out.send(Message::V1(MessageV1::Fetch { request: next_request, key: key.clone() }));
+                            }
+                            lookups.insert(next_request, (links.len(), reply));
+                        }
+                    }
+                    Ev::Reply(peer, request, doc) => {
+                        if let Some((_, out)) = links.get(&peer) {
+                            let _ = out.send(Message::V1(MessageV1::FetchReply { request, doc }));
+                        }
+                    }
+                    Ev::Msg(peer, _, Message::V1(MessageV1::Fetch { request, key })) => {
+                        let (store, events) = (store.clone(), tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let doc = crate::store::Lookup::decode(&key)
+                                .and_then(|l| store.export(&l).ok().flatten())
+                                .unwrap_or_default();
+                            let _ = events.send(Ev::Reply(peer, request, doc));
+                        });
+                    }
+                    Ev::Msg(_, _, Message::V1(MessageV1::FetchReply { request, doc })) => {
+                        if let Some((left, _)) = lookups.get_mut(&request) {
+                            *left -= 1;
+                            if !doc.is_empty() || *left == 0 {
+                                let (_, reply) = lookups.remove(&request).expect("present");
+                                let _ = reply.send((!doc.is_empty()).then_some(doc));
+                            }
+                        }
                     }
                     Ev::Applied(origin) => rep.applied(&origin, now(), &log),
                     Ev::Conn(conn) => {
@@ -292,6 +353,11 @@ async fn run(
                         });
                         tracing::info!(peer = %peer, "replication peer connected");
                         rep.connected(&peer, now());
+                        if let Some((_, out)) = links.get(&peer) {
+                            for (request, key) in queued.drain(..) {
+                                let _ = out.send(Message::V1(MessageV1::Fetch { request, key }));
+                            }
+                        }
                     }
                     Ev::Msg(peer, id, msg) => {
                         if links.get(&peer).map(|l| l.0) == Some(id) {
@@ -338,6 +404,8 @@ async fn run(
         while let Some(event) = rep.poll_event() {
             tracing::debug!(?event, "replication event");
         }
+        lookups.retain(|_, (_, reply)| !reply.is_closed());
+        queued.retain(|(request, _)| lookups.contains_key(request));
         // Answer the quorum waits that are met; forget those whose caller gave up.
         let region = rep.region().to_string();
         let mut i = 0;

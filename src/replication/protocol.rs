@@ -534,6 +534,8 @@ impl Replicator {
                     }
                 }
             }
+            // Resource lookups are answered by the runtime (they need the store), not here.
+            MessageV1::Fetch { .. } | MessageV1::FetchReply { .. } => {}
         }
         Ok(())
     }

@@ -93,6 +93,11 @@ pub enum MessageV1 {
     /// A digest of all my documents' heads at exactly these high-water marks: two regions with
     /// equal marks must have equal digests, or they diverged.
     Digest { hwm: Hwm, digest: [u8; 32] },
+    /// Do you hold this resource? (No false 404s: a region that lacks an id or userName asks
+    /// its peers before answering 404.) `key` is the store's lookup key, opaque here.
+    Fetch { request: u64, key: Vec<u8> },
+    /// The answer to `Fetch`: the Automerge document bytes, empty when the peer lacks it too.
+    FetchReply { request: u64, doc: Vec<u8> },
 }
 
 impl From<MessageV1> for Message {
@@ -130,6 +135,8 @@ const KIND_ACK: u8 = 3;
 const KIND_NEED: u8 = 4;
 const KIND_STATUS: u8 = 5;
 const KIND_DIGEST: u8 = 6;
+const KIND_FETCH: u8 = 7;
+const KIND_FETCH_REPLY: u8 = 8;
 
 /// Encode a message as a payload (no length prefix).
 pub fn encode(msg: &Message) -> Vec<u8> {
@@ -239,6 +246,18 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
             put_hwm(out, hwm);
             out.extend_from_slice(digest);
         }
+        MessageV1::Fetch { request, key } => {
+            out.push(KIND_FETCH);
+            put_varint(out, *request);
+            put_varint(out, key.len() as u64);
+            out.extend_from_slice(key);
+        }
+        MessageV1::FetchReply { request, doc } => {
+            out.push(KIND_FETCH_REPLY);
+            put_varint(out, *request);
+            put_varint(out, doc.len() as u64);
+            out.extend_from_slice(doc);
+        }
     }
 }
 
@@ -312,6 +331,14 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
             let digest: [u8; 32] = r.take(32)?.try_into().map_err(|_| WireError::Truncated)?;
             MessageV1::Digest { hwm, digest }
         }
+        KIND_FETCH => MessageV1::Fetch {
+            request: r.varint()?,
+            key: r.bytes()?.to_vec(),
+        },
+        KIND_FETCH_REPLY => MessageV1::FetchReply {
+            request: r.varint()?,
+            doc: r.bytes()?.to_vec(),
+        },
         k => return Err(WireError::UnknownKind(k)),
     })
 }

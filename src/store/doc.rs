@@ -359,6 +359,15 @@ pub fn materialize(doc: &mut AutoCommit, kind: ResourceKind) -> Result<Value, Do
     Ok(Value::Object(out))
 }
 
+/// The document's resource id, as recorded in its header.
+pub fn id_of(doc: &AutoCommit) -> Result<String, DocError> {
+    header(doc)?
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| DocError::Malformed("no id in header".into()))
+}
+
 /// The document's resource type, as recorded in its header.
 pub fn kind_of(doc: &AutoCommit) -> Result<ResourceKind, DocError> {
     match header(doc)?.get("type").and_then(Value::as_str) {

@@ -119,6 +119,67 @@ impl Stored {
     }
 }
 
+/// A resource a region asks its peers for (no false 404s during replication lag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Id {
+        tenant: String,
+        kind: ResourceKind,
+        id: String,
+    },
+    UserName {
+        tenant: String,
+        user_name: String,
+    },
+}
+
+impl Lookup {
+    /// Encode for the wire (`Fetch.key`).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Lookup::Id { tenant, kind, id } => {
+                format!("i\0{tenant}\0{}\0{id}", kind.name()).into_bytes()
+            }
+            Lookup::UserName { tenant, user_name } => {
+                format!("u\0{tenant}\0{user_name}").into_bytes()
+            }
+        }
+    }
+
+    /// Decode; `None` for bytes this version does not understand.
+    pub fn decode(bytes: &[u8]) -> Option<Lookup> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(4, '\0');
+        let tag = parts.next()?;
+        let tenant = parts.next()?.to_string();
+        if !crate::ids::is_valid_name(&tenant) {
+            return None;
+        }
+        match tag {
+            "i" => {
+                let kind = match parts.next()? {
+                    "User" => ResourceKind::User,
+                    "Group" => ResourceKind::Group,
+                    _ => return None,
+                };
+                Some(Lookup::Id {
+                    tenant,
+                    kind,
+                    id: parts.next()?.to_string(),
+                })
+            }
+            "u" => {
+                let rest: Vec<&str> = parts.collect();
+                Some(Lookup::UserName {
+                    tenant,
+                    user_name: rest.join("\0"),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What applying a peer's entries did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -849,6 +910,73 @@ impl Store {
             self.cache_put(key, doc);
         }
         Ok(report)
+    }
+
+    /// The Automerge bytes of the document a peer asks for (see [`Lookup`]), if this region
+    /// holds it (tombstones included: a delete must reach the asker too).
+    pub fn export(&self, lookup: &Lookup) -> Result<Option<Vec<u8>>, StoreError> {
+        let (tenant, kind, id) = match lookup {
+            Lookup::Id { tenant, kind, id } => (tenant, *kind, id.clone()),
+            Lookup::UserName { tenant, user_name } => {
+                match self
+                    .lookup(tenant, ResourceKind::User, "userName", user_name)?
+                    .into_iter()
+                    .next()
+                {
+                    Some(id) => (tenant, ResourceKind::User, id),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let key = keys::resource(tenant, kind, &id);
+        let _g = lock(&self.id_locks[stripe((tenant.as_str(), id.as_str()))]);
+        Ok(self.db.get_cf(self.cf(CF_DOCS), &key)?)
+    }
+
+    /// Merge a document a peer sent (for `tenant`) into the local one and re-materialise it.
+    /// Its changes reach the log later through normal replication (merging them again then is
+    /// a no-op). Returns the resource's type and id.
+    pub fn import(&self, tenant: &str, bytes: &[u8]) -> Result<(ResourceKind, String), StoreError> {
+        let incoming = AutoCommit::load(bytes)?;
+        let kind = doc::kind_of(&incoming)?;
+        let id = doc::id_of(&incoming)?;
+        let key = keys::resource(tenant, kind, &id);
+        let _g = lock(&self.id_locks[stripe((tenant, id.as_str()))]);
+        let mut doc = self.load_any(&key)?;
+        doc.load_incremental(bytes)?;
+        let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
+            Some(b) => Some(
+                serde_json::from_slice::<Value>(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("view: {e}")))?,
+            ),
+            None => None,
+        };
+        let new_view = if doc::is_deleted(&doc) {
+            None
+        } else {
+            Some(doc::materialize(&mut doc, kind)?)
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        self.stage_view(
+            &mut batch,
+            tenant,
+            kind,
+            &id,
+            old_view.as_ref(),
+            new_view.as_ref(),
+        )?;
+        self.db.write_opt(batch, &self.write_opts)?;
+        self.cache_put(key, doc);
+        Ok((kind, id))
+    }
+
+    /// Is there any document (live or tombstone) for this id here?
+    pub fn knows(&self, tenant: &str, kind: ResourceKind, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_DOCS), keys::resource(tenant, kind, id))?
+            .is_some())
     }
 
     /// Load a document whatever its state (live, tombstone, or new and empty).

@@ -442,3 +442,31 @@ async fn async_mode_reports_how_many_acknowledged_writes_were_lost() {
         acked.len()
     );
 }
+
+#[tokio::test]
+async fn a_region_that_lags_asks_its_peers_instead_of_answering_404() {
+    // "na" sorts first, so it dials "nz" as soon as it starts.
+    let cluster = Cluster::with(&["na", "nz"], "lookup_timeout_ms = 3000");
+    let z = cluster.start("nz");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let u = z.create_user(&format!("lagging-{i}@example.com")).await;
+        ids.push(u["id"].as_str().unwrap().to_string());
+    }
+    // A region that has none of them yet answers at once, and never 404.
+    let a = cluster.start("na");
+    for (i, id) in ids.iter().enumerate().rev() {
+        let (s, v) = a.req(Method::GET, &format!("/Users/{id}"), None).await;
+        assert_eq!(s, StatusCode::OK, "user {i} answered {s}: {v}");
+    }
+    assert!(user_named(&a, "lagging-0@example.com").await.is_some());
+    // An id nobody has is still a 404, after asking.
+    let (s, _) = a
+        .req(
+            Method::GET,
+            "/Users/00000000-0000-0000-0000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
