@@ -34,6 +34,13 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// SCIM requests refused with 503 because `http.max_in_flight` was reached.
     pub shed: Counter,
+    /// Writes that waited for the replication write quorum.
+    pub quorum_waits: Counter,
+    /// Of those, writes answered 503 because the quorum did not confirm in time.
+    pub quorum_timeouts: Counter,
+    /// Lookups at the peers before a 404 (no false 404s), and those a peer answered.
+    pub peer_lookups: Counter,
+    pub peer_lookup_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -45,6 +52,8 @@ impl Default for Metrics {
         });
         let in_flight = Gauge::default();
         let shed = Counter::default();
+        let (quorum_waits, quorum_timeouts) = (Counter::default(), Counter::default());
+        let (peer_lookups, peer_lookup_hits) = (Counter::default(), Counter::default());
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -65,8 +74,32 @@ impl Default for Metrics {
             "SCIM requests refused with 503 under overload",
             shed.clone(),
         );
+        registry.register(
+            "replication_quorum_waits",
+            "Writes that waited for the replication write quorum",
+            quorum_waits.clone(),
+        );
+        registry.register(
+            "replication_quorum_timeouts",
+            "Quorum writes answered 503 because the quorum did not confirm in time",
+            quorum_timeouts.clone(),
+        );
+        registry.register(
+            "replication_peer_lookups",
+            "Lookups at the peers for an id or userName this region lacked",
+            peer_lookups.clone(),
+        );
+        registry.register(
+            "replication_peer_lookup_hits",
+            "Peer lookups that found the resource",
+            peer_lookup_hits.clone(),
+        );
         Metrics {
             registry,
+            quorum_waits,
+            quorum_timeouts,
+            peer_lookups,
+            peer_lookup_hits,
             requests,
             latency,
             in_flight,

@@ -141,9 +141,11 @@ async fn confirm(state: &AppState, offboarding: bool) -> Result<(), ApiError> {
     if !(q.all_writes || (q.offboarding && offboarding)) {
         return Ok(());
     }
+    state.metrics.quorum_waits.inc();
     if q.wait(state.store.last_local_seq()).await {
         Ok(())
     } else {
+        state.metrics.quorum_timeouts.inc();
         Err(ApiError(ScimError::Unavailable(format!(
             "the change is stored in this region but {} regions did not confirm it within {} ms; \
              it will replicate, and retrying is safe",

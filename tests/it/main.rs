@@ -4,6 +4,7 @@
 mod api;
 mod conformance;
 mod harness;
+mod partition;
 mod replication;
 mod restart;
 mod robustness;
