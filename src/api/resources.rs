@@ -174,7 +174,9 @@ async fn ensure_local(
         kind,
         id: id.to_string(),
     };
+    state.metrics.peer_lookups.inc();
     if let Some(doc) = cluster.fetch(lookup.encode()).await {
+        state.metrics.peer_lookup_hits.inc();
         let tenant = tenant.to_string();
         blocking(state, move |store| store.import(&tenant, &doc).map(|_| ())).await?;
     }
@@ -194,9 +196,11 @@ async fn ensure_user_name(
         tenant: tenant.to_string(),
         user_name: user_name.to_string(),
     };
+    state.metrics.peer_lookups.inc();
     let Some(doc) = cluster.fetch(lookup.encode()).await else {
         return Ok(false);
     };
+    state.metrics.peer_lookup_hits.inc();
     let tenant = tenant.to_string();
     blocking(state, move |store| store.import(&tenant, &doc).map(|_| ())).await?;
     Ok(true)
