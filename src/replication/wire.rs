@@ -614,6 +614,10 @@ mod tests {
                 }),
             (hwm_strategy(), any::<[u8; 32]>())
                 .prop_map(|(hwm, digest)| MessageV1::Digest { hwm, digest }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
+                .prop_map(|(request, key)| MessageV1::Fetch { request, key }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..256))
+                .prop_map(|(request, doc)| MessageV1::FetchReply { request, doc }),
         ]
         .prop_map(Message::V1)
     }

@@ -1258,6 +1258,50 @@ mod tests {
     }
 
     #[test]
+    fn lookups_round_trip_and_export_import_carries_a_document() {
+        for l in [
+            Lookup::Id {
+                tenant: "t".into(),
+                kind: ResourceKind::Group,
+                id: "g-1".into(),
+            },
+            Lookup::UserName {
+                tenant: "t".into(),
+                user_name: "Odd\0Name@x".into(),
+            },
+        ] {
+            assert_eq!(Lookup::decode(&l.encode()), Some(l));
+        }
+        assert_eq!(Lookup::decode(b"i\0BAD TENANT\0User\0x"), None);
+        assert_eq!(Lookup::decode(b"zz"), None);
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+        let id = user(&a, "dora");
+        let doc = a
+            .export(&Lookup::UserName {
+                tenant: "t".into(),
+                user_name: "DORA".into(),
+            })
+            .unwrap()
+            .expect("a holds dora");
+        assert_eq!(
+            b.import("t", &doc).unwrap(),
+            (ResourceKind::User, id.clone())
+        );
+        assert_eq!(
+            a.get("t", ResourceKind::User, &id).unwrap(),
+            b.get("t", ResourceKind::User, &id).unwrap()
+        );
+        assert!(b
+            .export(&Lookup::UserName {
+                tenant: "t".into(),
+                user_name: "nobody".into()
+            })
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn reopening_fills_holes_in_the_local_log() {
         let d = tempfile::tempdir().unwrap();
         {
