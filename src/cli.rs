@@ -123,7 +123,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         );
         println!("geoscim: (shown once; only its hash is kept in the data dir)");
     }
-    server::serve(prepared.state, listener, shutdown_signal()).await?;
+    server::serve(prepared.state, listener, server::shutdown_signal()).await?;
     if let Some(node) = node {
         node.shutdown().await;
     }
@@ -167,25 +167,6 @@ fn certs(out: &std::path::Path, regions: &[String], force: bool) -> anyhow::Resu
         );
     }
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     }
     drop(tx);
     let mut urls = std::collections::BTreeMap::new();
-    let stop = shutdown_signal();
+    let stop = crate::server::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -107,20 +107,4 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -876,27 +876,7 @@ impl Store {
                 doc.load_incremental(&entry.change)?;
                 report.applied += 1;
             }
-            let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
-                Some(b) => Some(
-                    serde_json::from_slice::<Value>(&b)
-                        .map_err(|e| StoreError::Corrupt(format!("view: {e}")))?,
-                ),
-                None => None,
-            };
-            let new_view = if doc::is_deleted(&doc) || doc::kind_of(&doc).is_err() {
-                None
-            } else {
-                Some(doc::materialize(&mut doc, first.kind)?)
-            };
-            batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
-            self.stage_view(
-                &mut batch,
-                &first.tenant,
-                first.kind,
-                &first.id,
-                old_view.as_ref(),
-                new_view.as_ref(),
-            )?;
+            self.stage_merged(&mut batch, &first.tenant, first.kind, &first.id, &mut doc)?;
             loaded.push((key, doc));
         }
         for (seq, bytes) in &fresh {
@@ -944,28 +924,8 @@ impl Store {
         let _g = lock(&self.id_locks[stripe((tenant, id.as_str()))]);
         let mut doc = self.load_any(&key)?;
         doc.load_incremental(bytes)?;
-        let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
-            Some(b) => Some(
-                serde_json::from_slice::<Value>(&b)
-                    .map_err(|e| StoreError::Corrupt(format!("view: {e}")))?,
-            ),
-            None => None,
-        };
-        let new_view = if doc::is_deleted(&doc) {
-            None
-        } else {
-            Some(doc::materialize(&mut doc, kind)?)
-        };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
-        self.stage_view(
-            &mut batch,
-            tenant,
-            kind,
-            &id,
-            old_view.as_ref(),
-            new_view.as_ref(),
-        )?;
+        self.stage_merged(&mut batch, tenant, kind, &id, &mut doc)?;
         self.db.write_opt(batch, &self.write_opts)?;
         self.cache_put(key, doc);
         Ok((kind, id))
@@ -977,6 +937,42 @@ impl Store {
             .db
             .get_pinned_cf(self.cf(CF_DOCS), keys::resource(tenant, kind, id))?
             .is_some())
+    }
+
+    /// Stage a document that received changes from elsewhere (replication or a peer lookup):
+    /// the whole document (queued changes included), and the view and index changes from what
+    /// is stored now to what the merged document says (none while it is a tombstone or has
+    /// no header yet because its creation has not arrived).
+    fn stage_merged(
+        &self,
+        batch: &mut WriteBatch,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        doc: &mut AutoCommit,
+    ) -> Result<(), StoreError> {
+        let key = keys::resource(tenant, kind, id);
+        let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
+            Some(b) => Some(
+                serde_json::from_slice::<Value>(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("view: {e}")))?,
+            ),
+            None => None,
+        };
+        let new_view = if doc::is_deleted(doc) || doc::kind_of(doc).is_err() {
+            None
+        } else {
+            Some(doc::materialize(doc, kind)?)
+        };
+        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        self.stage_view(
+            batch,
+            tenant,
+            kind,
+            id,
+            old_view.as_ref(),
+            new_view.as_ref(),
+        )
     }
 
     /// Load a document whatever its state (live, tombstone, or new and empty).

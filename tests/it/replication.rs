@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::Region;
+use crate::harness::{eventually, Region};
 
 /// A cluster of regions described by config files in a temp dir.
 struct Cluster {
@@ -89,25 +89,6 @@ impl Cluster {
 
     fn start_all(&self) -> Vec<Region> {
         self.names.iter().map(|n| self.start(n)).collect()
-    }
-}
-
-/// Poll `f` until it returns `Some`, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
