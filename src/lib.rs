@@ -24,6 +24,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod conflict;
 pub mod ids;
 pub mod local_cluster;
 pub mod replication;

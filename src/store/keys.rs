@@ -71,6 +71,27 @@ pub fn member_of_prefix(tenant: &str, member: &str) -> Vec<u8> {
     k
 }
 
+/// Conflict records in time order: `CONFLICT_BY_TIME ‖ at ‖ 0 ‖ id` → the record's JSON.
+/// RFC 3339 UTC times sort as text.
+pub const CONFLICT_BY_TIME: &[u8] = b"t\0";
+
+/// The time-ordered key of a conflict record.
+pub fn conflict_by_time(at: &str, id: &str) -> Vec<u8> {
+    let mut k = CONFLICT_BY_TIME.to_vec();
+    k.extend_from_slice(at.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The id key of a conflict record (`i ‖ 0 ‖ id` → its time-ordered key), so a record observed
+/// again is not stored twice.
+pub fn conflict_by_id(id: &str) -> Vec<u8> {
+    let mut k = b"i\0".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 /// `log`: origin region and sequence number (big-endian, so keys sort by sequence).
 pub fn log(origin: &str, seq: u64) -> Vec<u8> {
     let mut k = join(&[origin.as_bytes(), b""]);

@@ -32,6 +32,7 @@ use rocksdb::{
 };
 use serde_json::{Map, Value};
 
+use crate::conflict::{Conflict, ConflictQuery};
 use crate::ids;
 use crate::scim::schema::ResourceKind;
 use crate::scim::ScimError;
@@ -808,6 +809,12 @@ impl Store {
         self.marks.hwm()
     }
 
+    /// A digest of every document's heads with the marks it was taken at (one consistent
+    /// snapshot), or `None` while some committed entry is above its origin's mark.
+    pub fn digest(&self) -> Option<(std::collections::BTreeMap<String, u64>, [u8; 32])> {
+        None
+    }
+
     /// Raw log entries of `origin` from `from` on, bounded by count and bytes (at least one).
     pub fn log_read(
         &self,
@@ -989,6 +996,52 @@ impl Store {
             Some(bytes) => AutoCommit::load(&bytes)?.with_actor(self.actor.clone()),
             None => AutoCommit::new().with_actor(self.actor.clone()),
         })
+    }
+
+    /// The Automerge document of a resource, live or tombstone (admin history).
+    pub fn document(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<Option<AutoCommit>, StoreError> {
+        let key = keys::resource(tenant, kind, id);
+        match self.db.get_pinned_cf(self.cf(CF_DOCS), &key)? {
+            Some(bytes) => Ok(Some(AutoCommit::load(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stored conflict records matching `q`, oldest first, and how many match in all.
+    pub fn conflicts(&self, q: &ConflictQuery) -> Result<(usize, Vec<Conflict>), StoreError> {
+        let mut total = 0;
+        let mut page = Vec::new();
+        let skip = q.start_index.max(1) - 1;
+        let prefix = keys::CONFLICT_BY_TIME;
+        for r in self.db.iterator_cf(
+            self.cf(CF_CONFLICTS),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (k, v) = r?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let c: Conflict = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("conflict record: {e}")))?;
+            let keep = q.tenant.as_ref().is_none_or(|t| *t == c.tenant)
+                && q.rule.is_none_or(|r| r == c.rule)
+                && q.resource_id.as_ref().is_none_or(|id| *id == c.resource_id)
+                && q.since.as_ref().is_none_or(|s| c.at.as_str() >= s.as_str())
+                && q.until.as_ref().is_none_or(|u| c.at.as_str() < u.as_str());
+            if !keep {
+                continue;
+            }
+            if total >= skip && page.len() < q.count {
+                page.push(c);
+            }
+            total += 1;
+        }
+        Ok((total, page))
     }
 
     /// Tokens created by this region (hash → tenant), e.g. the first-start token.
