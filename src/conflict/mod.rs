@@ -1,14 +1,503 @@
 //! Conflict rules: how concurrent writes from different regions end, and the record of each
 //! automatic decision. Pure: works on an in-memory Automerge document, no I/O.
 //!
-//! The rules themselves live in the document layout (see `store::doc`), so that every region
-//! reaches the same state by merging alone, whatever order changes arrive in; this module reads
-//! a merged document and reports which rule decided what ([`detect`]), so the decision is on the
-//! record. Records carry a deterministic id, so the regions that each observe one merge store one
-//! record between them.
+//! The rules live in the document layout ([`layout`]), so every region reaches the same state by
+//! merging alone, in whatever order and however often changes arrive. Automerge merges are
+//! commutative, associative and idempotent; each rule below adds its own law on top:
 //!
-//! Placeholder: the detection is added in the next commit.
+//! - **Sticky deactivation** (`active` is a disable-wins flag: a fresh map per explicit write,
+//!   read with `get_all`). Laws: (1) if any write of `false` is concurrent with or after every
+//!   write of `true` it does not causally precede, the merged value is `false`; (2) a `true`
+//!   written by a region that had already seen the `false` (a rehire) overwrites it: the value is
+//!   `true`; (3) re-asserting `false` is a new write, never a no-op, so it also beats a concurrent
+//!   reactivation.
+//! - **Delete wins** (the tombstone `d` is a root key nothing ever removes). Laws: once any
+//!   region's delete is merged the resource is deleted, whatever concurrent or older changes
+//!   arrive later (no resurrection); a later POST creates a new resource under a new id.
+//! - **One user per userName** (user ids are derived from tenant + lower-cased userName, and the
+//!   header and attributes map come from one genesis change every region writes identically).
+//!   Laws: concurrent creates of one userName, with the same or different payloads, end as one
+//!   resource with one id; attributes merge one by one (a differing value is a concurrent scalar
+//!   write, below).
+//! - **Membership remove-wins** (each member is a fresh map `{on, m, at, by}` per add or remove,
+//!   read with `get_all`). Laws: a removal concurrent with an add of the same member ends
+//!   removed; an add by a region that saw the removal ends added; members pointing at deleted
+//!   users are filtered when listed (the store's job).
+//! - **Concurrent scalar writes**: Automerge's deterministic winner (the greater op id); the
+//!   loser is recorded.
+//!
+//! [`detect`] reads a merged document and reports, per losing value, which rule decided what.
+//! The record id is a hash of the resource, the attribute and the winning and losing ops, so
+//! every region that observes the same merge derives the same record, and the cluster keeps one.
 
+pub mod history;
+pub mod layout;
 pub mod record;
 
+use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+use layout::*;
 pub use record::{Candidate, Conflict, ConflictQuery, Rule};
+
+/// Errors reading a document (a bug or corrupt bytes).
+#[derive(Debug, thiserror::Error)]
+pub enum ConflictError {
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+/// The resource a document holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Resource<'a> {
+    pub tenant: &'a str,
+    /// `User` or `Group`.
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+/// The conflicts visible in a merged document: one record per losing value.
+///
+/// Only conflicts still visible in the merged state are found: a region that receives two
+/// concurrent values together with a later write that superseded both sees none. Records are
+/// therefore stored in the document itself (`x`) by the region that observed the merge, and
+/// reach every region with it (see [`recorded`]).
+pub fn detect(doc: &mut AutoCommit, res: Resource<'_>) -> Result<Vec<Conflict>, ConflictError> {
+    let mut out = Vec::new();
+    let mut changes = Changes::default();
+    if doc.get(ROOT, DELETED)?.is_some() {
+        delete_wins(doc, res, &mut changes, &mut out)?;
+        return Ok(out);
+    }
+    let Some(attrs) = map_at(doc, &ROOT, ATTRS)? else {
+        return Ok(out);
+    };
+    creates(doc, res, &attrs, &mut out)?;
+    for key in doc.keys(&attrs).collect::<Vec<_>>() {
+        match key.as_str() {
+            ACTIVE => sticky(doc, res, &attrs, &mut out)?,
+            MEMBERS => members(doc, res, &attrs, &mut out)?,
+            _ => scalar(doc, res, &attrs, &key, &mut changes, &mut out)?,
+        }
+    }
+    Ok(out)
+}
+
+/// The conflict records stored in a document (`x`), in id order.
+pub fn recorded(doc: &AutoCommit) -> Result<Vec<Conflict>, ConflictError> {
+    let Some(x) = map_at(doc, &ROOT, CONFLICTS)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for key in doc.keys(&x) {
+        if let Some(text) = doc.get(&x, key.as_str())?.and_then(|(v, _)| text_of(&v)) {
+            if let Ok(c) = serde_json::from_str::<Conflict>(&text) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The ids of the conflict records stored in a document.
+pub fn recorded_ids(doc: &AutoCommit) -> Result<Vec<String>, ConflictError> {
+    Ok(match map_at(doc, &ROOT, CONFLICTS)? {
+        Some(x) => doc.keys(&x).collect(),
+        None => Vec::new(),
+    })
+}
+
+/// Concurrent creates of one user: one record per creation that is not the winning `c`.
+fn creates(
+    doc: &AutoCommit,
+    res: Resource<'_>,
+    attrs: &ObjId,
+    out: &mut Vec<Conflict>,
+) -> Result<(), ConflictError> {
+    let all = doc.get_all(ROOT, CREATED)?;
+    if all.len() < 2 {
+        return Ok(());
+    }
+    let Some((_, win_id)) = doc.get(ROOT, CREATED)? else {
+        return Ok(());
+    };
+    let user_name = doc
+        .get(attrs, "userName")?
+        .and_then(|(v, _)| text_of(&v))
+        .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+        .unwrap_or(Json::Null);
+    let stamp = |v: &Value<'_>| -> (String, String) {
+        let parsed = text_of(v)
+            .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+            .unwrap_or(Json::Null);
+        let s = |k: &str| parsed[k].as_str().unwrap_or_default().to_string();
+        (s(BY), s(AT))
+    };
+    let winner = all
+        .iter()
+        .find(|(_, id)| *id == win_id)
+        .expect("winner is among all");
+    let (w_region, w_at) = stamp(&winner.0);
+    for (value, id) in all.iter().filter(|(_, id)| *id != win_id) {
+        let (region, at) = stamp(value);
+        out.push(record(
+            res,
+            "userName",
+            Rule::UsernameMerge,
+            (&win_id, cand(user_name.clone(), &w_region, &w_at)),
+            (op_name(id), cand(user_name.clone(), &region, &at)),
+            user_name.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// Disable-wins `active`: every concurrent `true` next to a `false` is a record.
+fn sticky(
+    doc: &AutoCommit,
+    res: Resource<'_>,
+    attrs: &ObjId,
+    out: &mut Vec<Conflict>,
+) -> Result<(), ConflictError> {
+    let mut flags = Vec::new();
+    for (value, id) in doc.get_all(attrs, ACTIVE)? {
+        if !matches!(value, Value::Object(ObjType::Map)) {
+            continue;
+        }
+        let Some(b) = bool_at(doc, &id, VALUE)? else {
+            continue;
+        };
+        flags.push((b, stamp_at(doc, &id)?, id));
+    }
+    // The winner among the deactivations: the latest stamp, then the greater op (deterministic).
+    let Some(off) = flags
+        .iter()
+        .filter(|f| !f.0)
+        .max_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)))
+    else {
+        return Ok(());
+    };
+    for on in flags.iter().filter(|f| f.0) {
+        out.push(record(
+            res,
+            ACTIVE,
+            Rule::StickyDeactivation,
+            (&off.2, cand(json!(false), &off.1 .0, &off.1 .1)),
+            (op_name(&on.2), cand(json!(true), &on.1 .0, &on.1 .1)),
+            json!(false),
+        ));
+    }
+    Ok(())
+}
+
+/// Remove-wins members: every concurrent add next to a removal of the same member is a record.
+fn members(
+    doc: &AutoCommit,
+    res: Resource<'_>,
+    attrs: &ObjId,
+    out: &mut Vec<Conflict>,
+) -> Result<(), ConflictError> {
+    let Some(members) = map_at(doc, attrs, MEMBERS)? else {
+        return Ok(());
+    };
+    for member in doc.keys(&members).collect::<Vec<_>>() {
+        let all = doc.get_all(&members, member.as_str())?;
+        if all.len() < 2 {
+            continue;
+        }
+        let mut entries = Vec::new();
+        for (value, id) in all {
+            if !matches!(value, Value::Object(ObjType::Map)) {
+                continue;
+            }
+            let on = bool_at(doc, &id, ON)?.unwrap_or(false);
+            let value = if on {
+                doc.get(&id, MEMBER)?
+                    .and_then(|(v, _)| text_of(&v))
+                    .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+                    .unwrap_or(Json::Null)
+            } else {
+                Json::Null
+            };
+            entries.push((on, value, stamp_at(doc, &id)?, id));
+        }
+        let Some(removal) = entries
+            .iter()
+            .filter(|e| !e.0)
+            .max_by(|a, b| (&a.2, &a.3).cmp(&(&b.2, &b.3)))
+        else {
+            continue;
+        };
+        let attribute = format!("members[value eq \"{member}\"]");
+        for add in entries.iter().filter(|e| e.0) {
+            out.push(record(
+                res,
+                &attribute,
+                Rule::MembershipRemoveWins,
+                (&removal.3, cand(Json::Null, &removal.2 .0, &removal.2 .1)),
+                (op_name(&add.3), cand(add.1.clone(), &add.2 .0, &add.2 .1)),
+                Json::Null,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Any other attribute with several concurrent, different values: Automerge's winner stays.
+fn scalar(
+    doc: &mut AutoCommit,
+    res: Resource<'_>,
+    attrs: &ObjId,
+    key: &str,
+    changes: &mut Changes,
+    out: &mut Vec<Conflict>,
+) -> Result<(), ConflictError> {
+    let json_of = |v: &Value<'_>| {
+        text_of(v)
+            .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+            .unwrap_or(Json::Null)
+    };
+    let all: Vec<(Json, ObjId)> = doc
+        .get_all(attrs, key)?
+        .into_iter()
+        .map(|(v, id)| (json_of(&v), id))
+        .collect();
+    if all.len() < 2 {
+        return Ok(());
+    }
+    let Some((win_value, win_id)) = doc.get(attrs, key)? else {
+        return Ok(());
+    };
+    let winner = json_of(&win_value);
+    let (w_region, w_at) = changes.origin(doc, &win_id);
+    for (loser, id) in all.into_iter().filter(|(_, id)| *id != win_id) {
+        if loser == winner {
+            continue;
+        }
+        let (region, at) = changes.origin(doc, &id);
+        out.push(record(
+            res,
+            key,
+            Rule::ConcurrentScalar,
+            (&win_id, cand(winner.clone(), &w_region, &w_at)),
+            (op_name(&id), cand(loser, &region, &at)),
+            winner.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// A delete and the updates concurrent with it: one record per concurrent update.
+fn delete_wins(
+    doc: &mut AutoCommit,
+    res: Resource<'_>,
+    changes: &mut Changes,
+    out: &mut Vec<Conflict>,
+) -> Result<(), ConflictError> {
+    let Some((_, del_id)) = doc.get(ROOT, DELETED)? else {
+        return Ok(());
+    };
+    let (d_region, d_at) = stamp_at(doc, &del_id)?;
+    let Some(del_change) = changes.change_of(doc, &del_id) else {
+        return Ok(());
+    };
+    // The objects an update writes into: the attributes map and the members map.
+    let targets: Vec<(u64, Vec<u8>)> = [map_at(doc, &ROOT, ATTRS)?]
+        .into_iter()
+        .flatten()
+        .chain(match map_at(doc, &ROOT, ATTRS)? {
+            Some(a) => map_at(doc, &a, MEMBERS)?,
+            None => None,
+        })
+        .filter_map(|o| match o {
+            ObjId::Id(counter, actor, _) => Some((counter, actor.to_bytes().to_vec())),
+            ObjId::Root => None,
+        })
+        .collect();
+    // Changes not in the delete's history are concurrent with it or after it; those after it
+    // descend from it. What remains is concurrent.
+    let mut after = std::collections::HashSet::from([del_change]);
+    for change in doc.get_changes(&[del_change]) {
+        if change.deps().iter().any(|d| after.contains(d)) {
+            after.insert(change.hash());
+            continue;
+        }
+        let updates = change.decode().operations.iter().any(|op| match &op.obj {
+            automerge::legacy::ObjectId::Id(o) => targets
+                .iter()
+                .any(|(c, a)| o.0 == *c && o.1.to_bytes() == a.as_slice()),
+            automerge::legacy::ObjectId::Root => false,
+        });
+        if !updates {
+            continue;
+        }
+        let region = String::from_utf8_lossy(change.actor_id().to_bytes()).into_owned();
+        let at = rfc3339_millis(change.timestamp());
+        out.push(record(
+            res,
+            "(resource)",
+            Rule::DeleteWins,
+            (&del_id, cand(Json::Null, &d_region, &d_at)),
+            (
+                hex::encode(change.hash().0),
+                cand(json!("update"), &region, &at),
+            ),
+            Json::Null,
+        ));
+    }
+    Ok(())
+}
+
+/// Build a record; its id hashes the resource, attribute, rule and both ops.
+fn record(
+    res: Resource<'_>,
+    attribute: &str,
+    rule: Rule,
+    (win_op, winner): (&ObjId, Candidate),
+    (lose_op, loser): (String, Candidate),
+    outcome: Json,
+) -> Conflict {
+    let mut h = Sha256::new();
+    for part in [
+        res.tenant,
+        res.kind,
+        res.id,
+        attribute,
+        rule.as_str(),
+        &op_name(win_op),
+        &lose_op,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let at = winner.at.clone().max(loser.at.clone());
+    Conflict {
+        id: hex::encode(&h.finalize()[..16]),
+        tenant: res.tenant.to_string(),
+        resource_type: res.kind.to_string(),
+        resource_id: res.id.to_string(),
+        attribute: attribute.to_string(),
+        rule,
+        values: vec![winner, loser],
+        outcome,
+        at,
+    }
+}
+
+fn cand(value: Json, region: &str, at: &str) -> Candidate {
+    Candidate {
+        value,
+        region: region.to_string(),
+        at: at.to_string(),
+    }
+}
+
+/// A stable name for an op: `counter@actor-hex`.
+fn op_name(id: &ObjId) -> String {
+    match id {
+        ObjId::Root => "root".into(),
+        ObjId::Id(counter, actor, _) => format!("{counter}@{}", actor.to_hex_string()),
+    }
+}
+
+fn map_at(doc: &AutoCommit, parent: &ObjId, key: &str) -> Result<Option<ObjId>, ConflictError> {
+    Ok(match doc.get(parent, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Some(id),
+        _ => None,
+    })
+}
+
+fn text_of(value: &Value<'_>) -> Option<String> {
+    match value {
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn bool_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<bool>, ConflictError> {
+    Ok(match doc.get(obj, key)? {
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Boolean(b) => Some(*b),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The `(by, at)` written inside a flag, member entry or tombstone.
+fn stamp_at(doc: &AutoCommit, obj: &ObjId) -> Result<(String, String), ConflictError> {
+    let s = |k: &str| -> Result<String, ConflictError> {
+        Ok(doc
+            .get(obj, k)?
+            .and_then(|(v, _)| text_of(&v))
+            .unwrap_or_default())
+    };
+    Ok((s(BY)?, s(AT)?))
+}
+
+/// RFC 3339 from the milliseconds the store writes as a change's time.
+pub fn rfc3339_millis(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The document's changes, indexed on first use (only documents with a conflict pay for it).
+#[derive(Default)]
+struct Changes {
+    index: Option<Vec<(Vec<u8>, u64, u64, i64, ChangeHash)>>,
+}
+
+impl Changes {
+    fn load(&mut self, doc: &mut AutoCommit) -> &[(Vec<u8>, u64, u64, i64, ChangeHash)] {
+        self.index.get_or_insert_with(|| {
+            doc.get_changes(&[])
+                .iter()
+                .map(|c| {
+                    (
+                        c.actor_id().to_bytes().to_vec(),
+                        c.start_op().get(),
+                        c.max_op(),
+                        c.timestamp(),
+                        c.hash(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn find(&mut self, doc: &mut AutoCommit, op: &ObjId) -> Option<(Vec<u8>, i64, ChangeHash)> {
+        let ObjId::Id(counter, actor, _) = op else {
+            return None;
+        };
+        self.load(doc)
+            .iter()
+            .find(|(a, start, max, _, _)| {
+                a.as_slice() == actor.to_bytes() && *start <= *counter && *counter <= *max
+            })
+            .map(|(a, _, _, t, h)| (a.clone(), *t, *h))
+    }
+
+    /// The region and time of the change holding `op`.
+    fn origin(&mut self, doc: &mut AutoCommit, op: &ObjId) -> (String, String) {
+        match self.find(doc, op) {
+            Some((actor, ms, _)) => (
+                String::from_utf8_lossy(&actor).into_owned(),
+                rfc3339_millis(ms),
+            ),
+            None => (String::new(), String::new()),
+        }
+    }
+
+    fn change_of(&mut self, doc: &mut AutoCommit, op: &ObjId) -> Option<ChangeHash> {
+        self.find(doc, op).map(|(_, _, h)| h)
+    }
+}

@@ -1,15 +1,8 @@
 //! The mapping between a SCIM resource (JSON) and its Automerge document.
 //!
-//! Layout of a document (format 1):
-//! ```text
-//! { "h": "{\"v\":1,\"type\":\"User\",\"id\":\"…\",\"created\":\"…\"}",   // header, written once
-//!   "m": "…",                                                   // lastModified
-//!   "a": { "<attribute>": "<JSON text of its value>",          // one entry per attribute
-//!          "<extension URN>:<attribute>": "<JSON text>",        // extension attributes, flat
-//!          "active": { "value": bool, "at": "…", "by": "region" },  // sticky flag
-//!          "members": { "<member id>": "<JSON text of the member>" } },  // groups
-//!   "d": { "at": "…", "by": "region" } }                         // tombstone
-//! ```
+//! The layout (format 2) is described in [`crate::conflict::layout`], next to the rules it
+//! encodes.
+//!
 //! Why this shape (see DESIGN.md "Automerge facts"):
 //! - Each attribute is one Automerge value holding its JSON text, so concurrent writes merge per
 //!   attribute: a deterministic winner per attribute, every concurrent value visible through
@@ -32,15 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 
-/// Document format version, stored in every document's header as `v`.
-pub const DOC_FORMAT: i64 = 1;
-
-const HEADER: &str = "h";
-const MODIFIED: &str = "m";
-const ATTRS: &str = "a";
-const DELETED: &str = "d";
-const ACTIVE: &str = "active";
-const MEMBERS: &str = "members";
+pub use crate::conflict::layout::DOC_FORMAT;
+use crate::conflict::layout::*;
+use crate::conflict::Conflict;
 
 /// Errors reading or writing a document. Automerge errors here mean a bug or corrupt bytes.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +36,14 @@ pub enum DocError {
     Automerge(#[from] automerge::AutomergeError),
     #[error("document is malformed: {0}")]
     Malformed(String),
+}
+
+impl From<crate::conflict::ConflictError> for DocError {
+    fn from(e: crate::conflict::ConflictError) -> Self {
+        match e {
+            crate::conflict::ConflictError::Automerge(e) => DocError::Automerge(e),
+        }
+    }
 }
 
 /// Who writes and when: the region (actor) and the wall-clock time of the write.
@@ -62,17 +57,48 @@ pub struct Stamp {
     pub millis: i64,
 }
 
-/// Start a new document for a resource.
-pub fn init(
-    doc: &mut AutoCommit,
-    kind: ResourceKind,
-    id: &str,
-    stamp: &Stamp,
-) -> Result<(), DocError> {
-    let header = json!({"v": DOC_FORMAT, "type": kind.name(), "id": id, "created": stamp.at});
+/// The genesis of a resource's document: its header and empty attributes map, written by
+/// [`GENESIS_ACTOR`] at time 0, so every region that creates this id writes the very same change
+/// and concurrent creates share one attributes map (see [`crate::conflict::layout`]).
+pub fn genesis(kind: ResourceKind, id: &str) -> Result<AutoCommit, DocError> {
+    let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(GENESIS_ACTOR));
+    let header = json!({"v": DOC_FORMAT, "type": kind.name(), "id": id});
     doc.put(ROOT, HEADER, header.to_string())?;
     doc.put_object(ROOT, ATTRS, ObjType::Map)?;
-    Ok(())
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(0));
+    Ok(doc)
+}
+
+/// Start a new document for a resource, created by `actor` (the region) at `stamp`.
+pub fn create(
+    kind: ResourceKind,
+    id: &str,
+    actor: automerge::ActorId,
+    stamp: &Stamp,
+) -> Result<AutoCommit, DocError> {
+    let mut doc = genesis(kind, id)?.with_actor(actor);
+    let created = json!({"at": stamp.at, "by": stamp.region});
+    doc.put(ROOT, CREATED, created.to_string())?;
+    Ok(doc)
+}
+
+/// Store conflict records in the document (`x`), those it does not hold yet. Returns whether
+/// anything was written. Records travel with the document, so every region gets them.
+pub fn record_conflicts(doc: &mut AutoCommit, records: &[Conflict]) -> Result<bool, DocError> {
+    let x = match doc.get(ROOT, CONFLICTS)? {
+        Some((AmValue::Object(ObjType::Map), id)) => id,
+        _ if records.is_empty() => return Ok(false),
+        _ => doc.put_object(ROOT, CONFLICTS, ObjType::Map)?,
+    };
+    let mut wrote = false;
+    for r in records {
+        if doc.get(&x, r.id.as_str())?.is_none() {
+            let text = serde_json::to_string(r).map_err(|e| DocError::Malformed(e.to_string()))?;
+            doc.put(&x, r.id.as_str(), text)?;
+            wrote = true;
+        }
+    }
+    Ok(wrote)
 }
 
 /// Is this document a tombstone?
@@ -124,7 +150,13 @@ pub fn write_attrs(
     let (old, new) = (flatten(old), flatten(new));
     let mut changed = false;
     for key in old.keys() {
-        if !new.contains_key(key) {
+        if new.contains_key(key) {
+            continue;
+        }
+        if kind == ResourceKind::Group && key == MEMBERS {
+            // Removing every member is one removal per member, so each stays remove-wins.
+            changed |= write_members(doc, &attrs, old.get(key), &Value::Array(vec![]), stamp)?;
+        } else {
             doc.delete(&attrs, key.as_str())?;
             changed = true;
         }
@@ -141,7 +173,7 @@ pub fn write_attrs(
                 changed = true;
             }
         } else if kind == ResourceKind::Group && key == MEMBERS {
-            changed |= write_members(doc, &attrs, old_value, value)?;
+            changed |= write_members(doc, &attrs, old_value, value, stamp)?;
         } else if old_value != Some(value) {
             doc.put(&attrs, key.as_str(), value.to_string())?;
             changed = true;
@@ -177,12 +209,15 @@ fn write_sticky(
     Ok(())
 }
 
-/// Group members: one map entry per member id; only added, removed or changed members are written.
+/// Group members: one map entry per member id; only added, removed or changed members are
+/// written. Each add or removal is a fresh map `{on, m, at, by}`, read with `get_all`, so a
+/// removal concurrent with an add of the same member wins (least privilege).
 fn write_members(
     doc: &mut AutoCommit,
     attrs: &ObjId,
     old: Option<&Value>,
     new: &Value,
+    stamp: &Stamp,
 ) -> Result<bool, DocError> {
     let members = match doc.get(attrs, MEMBERS)? {
         Some((AmValue::Object(ObjType::Map), id)) => id,
@@ -200,19 +235,60 @@ fn write_members(
     let old = by_id(old);
     let new = by_id(Some(new));
     let mut changed = false;
-    for id in old.keys() {
-        if !new.contains_key(id) {
-            doc.delete(&members, id.as_str())?;
-            changed = true;
+    let mut entry = |doc: &mut AutoCommit, id: &str, member: Option<&Value>| {
+        let e = doc.put_object(&members, id, ObjType::Map)?;
+        doc.put(&e, ON, member.is_some())?;
+        if let Some(m) = member {
+            doc.put(&e, MEMBER, m.to_string())?;
         }
+        doc.put(&e, AT, stamp.at.as_str())?;
+        doc.put(&e, BY, stamp.region.as_str())?;
+        changed = true;
+        Ok::<(), DocError>(())
+    };
+    let mut removed: Vec<&String> = old.keys().filter(|id| !new.contains_key(*id)).collect();
+    removed.sort();
+    for id in removed {
+        entry(doc, id, None)?;
     }
-    for (id, member) in &new {
-        if old.get(id) != Some(member) {
-            doc.put(&members, id.as_str(), member.to_string())?;
-            changed = true;
-        }
+    let mut added: Vec<(&String, &Value)> = new
+        .iter()
+        .filter(|(id, member)| old.get(*id) != Some(*member))
+        .collect();
+    added.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, member) in added {
+        entry(doc, id, Some(member))?;
     }
     Ok(changed)
+}
+
+/// The listed members: an entry counts only if every concurrent value of it is an add.
+fn read_members(doc: &AutoCommit, members: &ObjId) -> Result<Vec<Value>, DocError> {
+    let mut out = Vec::new();
+    for id in doc.keys(members) {
+        let mut present = true;
+        let mut any = false;
+        for (value, entry) in doc.get_all(members, id.as_str())? {
+            if !matches!(value, AmValue::Object(ObjType::Map)) {
+                continue;
+            }
+            any = true;
+            match doc.get(&entry, ON)? {
+                Some((AmValue::Scalar(s), _))
+                    if matches!(s.as_ref(), ScalarValue::Boolean(true)) => {}
+                _ => present = false,
+            }
+        }
+        if !(any && present) {
+            continue;
+        }
+        if let Some((_, entry)) = doc.get(members, id.as_str())? {
+            if let Some(text) = doc.get(&entry, MEMBER)?.and_then(|(v, _)| as_text(&v)) {
+                out.push(parse_json(&text)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A string scalar's text.
@@ -264,14 +340,7 @@ pub fn read_attrs(doc: &AutoCommit, kind: ResourceKind) -> Result<Map<String, Va
         };
         if kind == ResourceKind::Group && key == MEMBERS {
             // Keyed by member id: listed in id order, the same on every region.
-            let mut members = Vec::new();
-            for member in doc.keys(&id) {
-                if let Some((v, _)) = doc.get(&id, member.as_str())? {
-                    if let Some(text) = as_text(&v) {
-                        members.push(parse_json(&text)?);
-                    }
-                }
-            }
+            let members = read_members(doc, &id)?;
             if !members.is_empty() {
                 out.insert(key, Value::Array(members));
             }
@@ -335,7 +404,15 @@ pub fn materialize(doc: &mut AutoCommit, kind: ResourceKind) -> Result<Value, Do
             .unwrap_or_default()
             .to_string()
     };
-    let created = text("created");
+    // Concurrent creates (one per region) each wrote `c`: the earliest is the creation.
+    let created = doc
+        .get_all(ROOT, CREATED)?
+        .iter()
+        .filter_map(|(v, _)| as_text(v))
+        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter_map(|c| c.get("at").and_then(Value::as_str).map(str::to_string))
+        .min()
+        .unwrap_or_default();
     let modified = match doc.get(ROOT, MODIFIED)? {
         Some((v, _)) => as_text(&v),
         None => None,
@@ -395,8 +472,13 @@ mod tests {
     }
 
     fn new_user(attrs: Value) -> AutoCommit {
-        let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(b"a".as_slice()));
-        init(&mut doc, ResourceKind::User, "id1", &stamp("a")).unwrap();
+        let mut doc = create(
+            ResourceKind::User,
+            "id1",
+            automerge::ActorId::from(b"a".as_slice()),
+            &stamp("a"),
+        )
+        .unwrap();
         let attrs = obj(attrs);
         let keys: Vec<String> = attrs.keys().cloned().collect();
         write_attrs(
@@ -505,8 +587,13 @@ mod tests {
 
     #[test]
     fn group_members_change_one_entry_at_a_time() {
-        let mut doc = AutoCommit::new();
-        init(&mut doc, ResourceKind::Group, "g", &stamp("a")).unwrap();
+        let mut doc = create(
+            ResourceKind::Group,
+            "g",
+            automerge::ActorId::from(b"a".as_slice()),
+            &stamp("a"),
+        )
+        .unwrap();
         let members: Vec<Value> = (0..100)
             .map(|i| json!({"value": format!("u{i:03}")}))
             .collect();

@@ -190,6 +190,13 @@ impl Marks {
         self.lock().hwm.clone()
     }
 
+    /// The marks, and whether no durable entry waits above them (only then do the documents
+    /// reflect exactly the entries under the marks).
+    pub fn snapshot(&self) -> (std::collections::BTreeMap<String, u64>, bool) {
+        let m = self.lock();
+        (m.hwm.clone(), m.above.values().all(|s| s.is_empty()))
+    }
+
     /// The missing sequence numbers of `origin` below its highest durable entry.
     pub fn holes(&self, origin: &str) -> Vec<u64> {
         let m = self.lock();

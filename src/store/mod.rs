@@ -6,14 +6,17 @@
 //! concurrent threads into one WAL sync (group commit), so callers run writes on a blocking
 //! thread pool and many requests in flight amortise the disk.
 //!
-//! Column families (format 1, recorded in `meta`):
+//! Column families (format 2, recorded in `meta`):
 //! - `docs`: Automerge bytes per resource, tombstones included (needed for delete-wins later);
 //! - `views`: materialised SCIM JSON of live resources, for reads, lists and filters;
 //! - `index`: (tenant, type, attribute, normalised value, id) for userName, externalId,
 //!   emails.value and group displayName, plus reverse group membership;
 //! - `log`: (origin region, sequence) → changed resource and its Automerge change bytes;
-//! - `peers`, `conflicts`: reserved for replication and conflict records;
-//! - `meta`: format version, region identity, tokens created on first start, health probe.
+//! - `conflicts`: conflict records by time and by id (an index of the records documents carry);
+//! - `peers`: reserved;
+//! - `meta`: format version, region identity, tokens created on first start, health probe, and
+//!   the digest of every document's heads (an XOR kept by a merge operator, so it changes in the
+//!   same batch as the documents).
 
 pub mod doc;
 pub mod keys;
@@ -32,7 +35,7 @@ use rocksdb::{
 };
 use serde_json::{Map, Value};
 
-use crate::conflict::{Conflict, ConflictQuery};
+use crate::conflict::{self, Conflict, ConflictQuery, Rule};
 use crate::ids;
 use crate::scim::schema::ResourceKind;
 use crate::scim::ScimError;
@@ -41,7 +44,7 @@ use doc::{DocError, Stamp};
 pub use log::LogEntry;
 
 /// On-disk format version. Bump it with a migration step when any stored layout changes.
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 
 const CF_DOCS: &str = "docs";
 const CF_VIEWS: &str = "views";
@@ -188,6 +191,37 @@ pub struct ApplyReport {
     pub applied: usize,
     /// Entries this version could not decode (logged, not applied).
     pub undecodable: usize,
+    /// Conflict records new to this region.
+    pub conflicts: usize,
+}
+
+/// A document's state before a merge: its digest term and the conflict records it held.
+struct Before {
+    term: [u8; 32],
+    recorded: BTreeSet<String>,
+}
+
+impl Before {
+    fn of(key: &[u8], doc: &mut AutoCommit) -> Result<Before, StoreError> {
+        Ok(Before {
+            term: heads_term(key, doc),
+            recorded: conflict::recorded_ids(doc)
+                .map_err(DocError::from)?
+                .into_iter()
+                .collect(),
+        })
+    }
+}
+
+/// What staging merged documents added to a batch.
+#[derive(Default)]
+struct Merge {
+    /// Local log entries (conflict records written into documents).
+    local: Vec<u64>,
+    /// The heads-digest delta.
+    delta: [u8; 32],
+    /// Rules of the conflict records newly indexed.
+    indexed: Vec<Rule>,
 }
 
 /// What a create did.
@@ -217,6 +251,50 @@ pub struct Store {
     marks: log::Marks,
     /// Called after every local commit, so replication can push the new entry at once.
     on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// XOR over documents of sha256(key, sorted heads), of exactly the committed writes the
+    /// marks reflect: updated together with the marks, under this lock.
+    digest: Mutex<[u8; 32]>,
+    /// Conflict records this process indexed, per rule (in [`Rule::ALL`] order).
+    conflicts_indexed: [AtomicU64; 5],
+}
+
+/// The meta key of the persisted heads digest.
+const DIGEST_KEY: &[u8] = b"digest";
+
+/// RocksDB merge operator for [`DIGEST_KEY`]: XOR of every operand into the existing value.
+fn xor_merge(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut acc = [0u8; 32];
+    for part in existing.into_iter().chain(operands) {
+        for (a, b) in acc.iter_mut().zip(part) {
+            *a ^= b;
+        }
+    }
+    Some(acc.to_vec())
+}
+
+fn xor_into(acc: &mut [u8; 32], delta: &[u8; 32]) {
+    for (a, b) in acc.iter_mut().zip(delta) {
+        *a ^= b;
+    }
+}
+
+/// A document's term in the heads digest: sha256(key, sorted heads); zero for no document.
+fn heads_term(key: &[u8], doc: &mut AutoCommit) -> [u8; 32] {
+    let mut heads = doc.get_heads();
+    if heads.is_empty() {
+        return [0; 32];
+    }
+    heads.sort();
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, key);
+    for head in &heads {
+        sha2::Digest::update(&mut h, head.0);
+    }
+    sha2::Digest::finalize(h).into()
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -246,9 +324,13 @@ impl Store {
         // Reused (already allocated) WAL files make each fdatasync flush data only, not file size
         // metadata.
         opts.set_recycle_log_file_num(4);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            if *name == CF_META {
+                cf_opts.set_merge_operator_associative("xor-digest", xor_merge);
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let meta = db.cf_handle(CF_META).expect("meta cf");
         match db.get_cf(meta, b"format")? {
@@ -293,6 +375,12 @@ impl Store {
                 marks.committed(&options.region, seq);
             }
         }
+        let mut digest = [0u8; 32];
+        if let Some(v) = db.get_cf(meta, DIGEST_KEY)? {
+            if v.len() == 32 {
+                digest.copy_from_slice(&v);
+            }
+        }
         let cache_size = NonZeroUsize::new(options.doc_cache_size.max(1)).expect("nonzero");
         Ok(Store {
             actor: ActorId::from(options.region.as_bytes()),
@@ -304,6 +392,8 @@ impl Store {
             next_seq: AtomicU64::new(next_seq),
             marks,
             on_commit: std::sync::OnceLock::new(),
+            digest: Mutex::new(digest),
+            conflicts_indexed: Default::default(),
             db,
         })
     }
@@ -522,8 +612,7 @@ impl Store {
         attrs: Map<String, Value>,
     ) -> Result<Stored, StoreError> {
         let stamp = self.stamp();
-        let mut doc = AutoCommit::new().with_actor(self.actor.clone());
-        doc::init(&mut doc, kind, id, &stamp)?;
+        let mut doc = doc::create(kind, id, self.actor.clone(), &stamp)?;
         let explicit: Vec<String> = attrs.keys().cloned().collect();
         doc::write_attrs(&mut doc, kind, &Map::new(), &attrs, &explicit, &stamp)?;
         doc.put_modified_and_commit(&stamp);
@@ -533,10 +622,10 @@ impl Store {
         let change = doc.save_after(&[]);
         let key = keys::resource(tenant, kind, id);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_DOCS), &key, &change);
+        let delta = self.stage_doc(&mut batch, &key, [0; 32], &mut doc, Some(&change));
         self.stage_view(&mut batch, tenant, kind, id, None, Some(&view))?;
         let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
-        self.commit_logged(batch, seq)?;
+        self.commit(batch, &[seq], None, delta)?;
         self.cache_put(key, doc);
         Ok(Stored::from_view(view))
     }
@@ -609,6 +698,7 @@ impl Store {
             }
             let stamp = self.stamp();
             let heads = doc.get_heads();
+            let before = heads_term(&key, &mut doc);
             let old_view = doc::materialize(&mut doc, kind)?;
             if !doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &stamp)? {
                 self.cache_put(key, doc);
@@ -618,10 +708,10 @@ impl Store {
             let view = doc::materialize(&mut doc, kind)?;
             let change = doc.save_after(&heads);
             let mut batch = WriteBatch::default();
-            batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+            let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
             self.stage_view(&mut batch, tenant, kind, id, Some(&old_view), Some(&view))?;
             let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
-            self.commit_logged(batch, seq)?;
+            self.commit(batch, &[seq], None, delta)?;
             self.cache_put(key, doc);
             return Ok(Stored::from_view(view));
         }
@@ -650,15 +740,16 @@ impl Store {
         }
         let stamp = self.stamp();
         let heads = doc.get_heads();
+        let before = heads_term(&key, &mut doc);
         let old_view = doc::materialize(&mut doc, kind)?;
         doc::mark_deleted(&mut doc, &stamp)?;
         doc.commit_with(automerge::transaction::CommitOptions::default().with_time(stamp.millis));
         let change = doc.save_after(&heads);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
         self.stage_view(&mut batch, tenant, kind, id, Some(&old_view), None)?;
         let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
-        self.commit_logged(batch, seq)?;
+        self.commit(batch, &[seq], None, delta)?;
         self.cache_put(key, doc);
         Ok(())
     }
@@ -736,7 +827,7 @@ impl Store {
     }
 
     /// Stage this write's replication log entry; returns its sequence number, which must then go
-    /// through [`Store::commit_logged`].
+    /// through [`Store::commit`].
     fn stage_log(
         &self,
         batch: &mut WriteBatch,
@@ -760,23 +851,69 @@ impl Store {
         seq
     }
 
-    /// Write a batch holding the local log entry `seq`. On failure the sequence number would be
-    /// a hole that stops replication of this origin, so an empty filler entry takes its place
-    /// (and `open` fills any hole a crash left).
-    fn commit_logged(&self, batch: WriteBatch, seq: u64) -> Result<(), StoreError> {
+    /// Stage a document's bytes (`bytes`, else the whole saved document) and its heads-digest
+    /// delta from `before`; returns the delta, which [`Store::commit`] applies in memory.
+    fn stage_doc(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        before: [u8; 32],
+        doc: &mut AutoCommit,
+        bytes: Option<&[u8]>,
+    ) -> [u8; 32] {
+        match bytes {
+            Some(b) => batch.put_cf(self.cf(CF_DOCS), key, b),
+            None => batch.put_cf(self.cf(CF_DOCS), key, doc.save()),
+        }
+        let mut delta = before;
+        xor_into(&mut delta, &heads_term(key, doc));
+        batch.merge_cf(self.cf(CF_META), DIGEST_KEY, delta);
+        delta
+    }
+
+    /// Write a batch holding the local log entries `local` and the remote entries `remote`
+    /// (origin, sequence numbers), then move the marks and the in-memory heads digest together.
+    /// On failure a local sequence number would be a hole that stops replication of this
+    /// origin, so an empty filler entry takes its place (and `open` fills any hole a crash left).
+    fn commit(
+        &self,
+        batch: WriteBatch,
+        local: &[u64],
+        remote: Option<(&str, &[u64])>,
+        delta: [u8; 32],
+    ) -> Result<(), StoreError> {
         match self.db.write_opt(batch, &self.write_opts) {
             Ok(()) => {
-                self.marks.committed(&self.region, seq);
-                if let Some(notify) = self.on_commit.get() {
-                    notify();
+                {
+                    let mut digest = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+                    xor_into(&mut digest, &delta);
+                    for seq in local {
+                        self.marks.committed(&self.region, *seq);
+                    }
+                    if let Some((origin, seqs)) = remote {
+                        for seq in seqs {
+                            self.marks.committed(origin, *seq);
+                        }
+                    }
+                }
+                if !local.is_empty() {
+                    if let Some(notify) = self.on_commit.get() {
+                        notify();
+                    }
                 }
                 Ok(())
             }
             Err(e) => {
-                let mut filler = WriteBatch::default();
-                filler.put_cf(self.cf(CF_LOG), keys::log(&self.region, seq), b"");
-                if self.db.write_opt(filler, &self.write_opts).is_ok() {
-                    self.marks.committed(&self.region, seq);
+                if !local.is_empty() {
+                    let mut filler = WriteBatch::default();
+                    for seq in local {
+                        filler.put_cf(self.cf(CF_LOG), keys::log(&self.region, *seq), b"");
+                    }
+                    if self.db.write_opt(filler, &self.write_opts).is_ok() {
+                        for seq in local {
+                            self.marks.committed(&self.region, *seq);
+                        }
+                    }
                 }
                 Err(e.into())
             }
@@ -812,7 +949,9 @@ impl Store {
     /// A digest of every document's heads with the marks it was taken at (one consistent
     /// snapshot), or `None` while some committed entry is above its origin's mark.
     pub fn digest(&self) -> Option<(std::collections::BTreeMap<String, u64>, [u8; 32])> {
-        None
+        let digest = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+        let (hwm, settled) = self.marks.snapshot();
+        settled.then_some((hwm, *digest))
     }
 
     /// Raw log entries of `origin` from `from` on, bounded by count and bytes (at least one).
@@ -875,24 +1014,27 @@ impl Store {
             .collect();
         let _guards: Vec<_> = stripes.iter().map(|i| lock(&self.id_locks[*i])).collect();
         let mut batch = WriteBatch::default();
+        let mut merge = Merge::default();
         let mut loaded = Vec::new();
         for (key, (first, changes)) in by_doc {
             let mut doc = self.load_any(&key)?;
+            let before = Before::of(&key, &mut doc)?;
             for bytes in changes {
                 let entry = LogEntry::decode(bytes).expect("decoded above");
                 doc.load_incremental(&entry.change)?;
                 report.applied += 1;
             }
-            self.stage_merged(&mut batch, &first.tenant, first.kind, &first.id, &mut doc)?;
+            let resource = (first.tenant.as_str(), first.kind, first.id.as_str());
+            self.stage_merged(&mut batch, resource, &mut doc, before, &mut merge)?;
             loaded.push((key, doc));
         }
+        let seqs: Vec<u64> = fresh.iter().map(|(seq, _)| *seq).collect();
         for (seq, bytes) in &fresh {
             batch.put_cf(self.cf(CF_LOG), keys::log(origin, *seq), bytes);
         }
-        self.db.write_opt(batch, &self.write_opts)?;
-        for (seq, _) in &fresh {
-            self.marks.committed(origin, *seq);
-        }
+        self.commit(batch, &merge.local, Some((origin, &seqs)), merge.delta)?;
+        self.count_indexed(&merge.indexed);
+        report.conflicts = merge.indexed.len();
         for (key, doc) in loaded {
             self.cache_put(key, doc);
         }
@@ -930,10 +1072,19 @@ impl Store {
         let key = keys::resource(tenant, kind, &id);
         let _g = lock(&self.id_locks[stripe((tenant, id.as_str()))]);
         let mut doc = self.load_any(&key)?;
+        let before = Before::of(&key, &mut doc)?;
         doc.load_incremental(bytes)?;
         let mut batch = WriteBatch::default();
-        self.stage_merged(&mut batch, tenant, kind, &id, &mut doc)?;
-        self.db.write_opt(batch, &self.write_opts)?;
+        let mut merge = Merge::default();
+        self.stage_merged(
+            &mut batch,
+            (tenant, kind, &id),
+            &mut doc,
+            before,
+            &mut merge,
+        )?;
+        self.commit(batch, &merge.local, None, merge.delta)?;
+        self.count_indexed(&merge.indexed);
         self.cache_put(key, doc);
         Ok((kind, id))
     }
@@ -950,15 +1101,57 @@ impl Store {
     /// the whole document (queued changes included), and the view and index changes from what
     /// is stored now to what the merged document says (none while it is a tombstone or has
     /// no header yet because its creation has not arrived).
+    ///
+    /// Conflicts the merge shows ([`conflict::detect`]) that the document does not record yet
+    /// are written into it as a local change (logged, so they replicate), and every record new
+    /// to this region is indexed in `conflicts`.
     fn stage_merged(
         &self,
         batch: &mut WriteBatch,
-        tenant: &str,
-        kind: ResourceKind,
-        id: &str,
+        (tenant, kind, id): (&str, ResourceKind, &str),
         doc: &mut AutoCommit,
+        before: Before,
+        merge: &mut Merge,
     ) -> Result<(), StoreError> {
         let key = keys::resource(tenant, kind, id);
+        let live = doc::kind_of(doc).is_ok();
+        if live {
+            let resource = conflict::Resource {
+                tenant,
+                kind: kind.name(),
+                id,
+            };
+            let found = conflict::detect(doc, resource).map_err(DocError::from)?;
+            if !found.is_empty() {
+                let heads = doc.get_heads();
+                if doc::record_conflicts(doc, &found)? {
+                    doc.commit_stamped(&self.stamp());
+                    let change = doc.save_after(&heads);
+                    merge
+                        .local
+                        .push(self.stage_log(batch, tenant, kind, id, &change));
+                }
+            }
+            for record in conflict::recorded(doc).map_err(DocError::from)? {
+                if before.recorded.contains(&record.id) {
+                    continue;
+                }
+                let by_id = keys::conflict_by_id(&record.id);
+                if self
+                    .db
+                    .get_pinned_cf(self.cf(CF_CONFLICTS), &by_id)?
+                    .is_some()
+                {
+                    continue;
+                }
+                let by_time = keys::conflict_by_time(&record.at, &record.id);
+                let json =
+                    serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                batch.put_cf(self.cf(CF_CONFLICTS), &by_id, &by_time);
+                batch.put_cf(self.cf(CF_CONFLICTS), &by_time, json);
+                merge.indexed.push(record.rule);
+            }
+        }
         let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
             Some(b) => Some(
                 serde_json::from_slice::<Value>(&b)
@@ -966,12 +1159,13 @@ impl Store {
             ),
             None => None,
         };
-        let new_view = if doc::is_deleted(doc) || doc::kind_of(doc).is_err() {
+        let new_view = if doc::is_deleted(doc) || !live {
             None
         } else {
             Some(doc::materialize(doc, kind)?)
         };
-        batch.put_cf(self.cf(CF_DOCS), &key, doc.save());
+        let delta = self.stage_doc(batch, &key, before.term, doc, None);
+        xor_into(&mut merge.delta, &delta);
         self.stage_view(
             batch,
             tenant,
@@ -980,6 +1174,24 @@ impl Store {
             old_view.as_ref(),
             new_view.as_ref(),
         )
+    }
+
+    /// Count conflict records indexed by a committed batch.
+    fn count_indexed(&self, rules: &[Rule]) {
+        for rule in rules {
+            if let Some(i) = Rule::ALL.iter().position(|r| r == rule) {
+                self.conflicts_indexed[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Conflict records this process has indexed, per rule (for `/metrics`).
+    pub fn conflicts_indexed(&self) -> Vec<(Rule, u64)> {
+        Rule::ALL
+            .iter()
+            .zip(&self.conflicts_indexed)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Load a document whatever its state (live, tombstone, or new and empty).
@@ -1093,9 +1305,15 @@ impl Store {
 /// Commit helper: every commit carries the write time, which history and conflict records use.
 trait CommitStamped {
     fn put_modified_and_commit(&mut self, stamp: &Stamp);
+    /// Commit with the stamp's time, without touching `lastModified` (bookkeeping changes).
+    fn commit_stamped(&mut self, stamp: &Stamp);
 }
 
 impl CommitStamped for AutoCommit {
+    fn commit_stamped(&mut self, stamp: &Stamp) {
+        self.commit_with(automerge::transaction::CommitOptions::default().with_time(stamp.millis));
+    }
+
     fn put_modified_and_commit(&mut self, stamp: &Stamp) {
         self.commit_with(automerge::transaction::CommitOptions::default().with_time(stamp.millis));
     }
