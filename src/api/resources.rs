@@ -639,10 +639,16 @@ async fn replace(
     let (attributes, excluded) = projection(&state, raw)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let base = base_url(&state, &headers);
+    // A PUT writes only what changed, except that `active: false` is always re-asserted: a
+    // deactivation is never a no-op, so it also beats a reactivation concurrent with it.
+    let reassert: Vec<String> = match incoming.get("active") {
+        Some(Value::Bool(false)) => vec!["active".to_string()],
+        _ => Vec::new(),
+    };
     let (stored, view) = blocking(&state, move |store| {
         let stored = store.update(&tenant, kind, &id, if_match.as_deref(), &|old| {
             let replaced = resource::replace(kind, &as_resource(kind, old), &incoming)?;
-            Ok((stored_attrs(replaced), Vec::new()))
+            Ok((stored_attrs(replaced), reassert.clone()))
         })?;
         let view = render(store, &tenant, kind, stored.view.clone(), &base)?;
         Ok((stored, view))

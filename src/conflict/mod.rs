@@ -108,6 +108,99 @@ pub fn recorded_ids(doc: &AutoCommit) -> Result<Vec<String>, ConflictError> {
     })
 }
 
+/// A live user claiming a userName, as the collision rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub id: String,
+    /// When and where the user was created (its `c`).
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// Two live users with one userName: a rename in one region concurrent with a create or rename
+/// of the same name in another (concurrent *creates* share an id and never collide).
+///
+/// Law: every region that sees the same claims picks the same survivor: the earliest created,
+/// then the smaller id. Each other claim is a loser: the store renames it to
+/// [`collision_name`], deactivates it and records [`collision_record`], and because every
+/// region derives the same writes, their concurrent copies merge into one.
+pub fn collision_survivor(claims: &[Claim]) -> Option<&Claim> {
+    claims
+        .iter()
+        .min_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
+}
+
+/// The name a losing claim is renamed to: unique, recognisable, and derived only from the
+/// name and the loser's id (so every region writes the same).
+pub fn collision_name(user_name: &str, loser_id: &str) -> String {
+    let short: String = loser_id.chars().filter(|c| *c != '-').take(8).collect();
+    format!("{user_name}~conflict-{short}")
+}
+
+/// The record of one losing claim.
+pub fn collision_record(
+    tenant: &str,
+    user_name: &str,
+    survivor: &Claim,
+    loser: &Claim,
+    resolved_at: &str,
+) -> Conflict {
+    let res = Resource {
+        tenant,
+        kind: "User",
+        id: &loser.id,
+    };
+    let renamed = collision_name(user_name, &loser.id);
+    let mut h = Sha256::new();
+    for part in [
+        tenant,
+        "User",
+        &loser.id,
+        "userName",
+        &survivor.id,
+        user_name,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let mut c = record(
+        res,
+        "userName",
+        Rule::UsernameMerge,
+        (
+            &ObjId::Root,
+            cand(json!(user_name), &survivor.created_by, &survivor.created_at),
+        ),
+        (
+            String::new(),
+            cand(json!(user_name), &loser.created_by, &loser.created_at),
+        ),
+        json!({"userName": renamed, "active": false, "survivor": survivor.id}),
+    );
+    c.id = hex::encode(&h.finalize()[..16]);
+    c.at = resolved_at.to_string();
+    c
+}
+
+/// Where and when a document was created (the earliest `c`), if it has been.
+pub fn creation(doc: &AutoCommit) -> Result<Option<(String, String)>, ConflictError> {
+    let mut best: Option<(String, String)> = None;
+    for (value, _) in doc.get_all(ROOT, CREATED)? {
+        let Some(c) = text_of(&value).and_then(|t| serde_json::from_str::<Json>(&t).ok()) else {
+            continue;
+        };
+        let at = c[AT].as_str().unwrap_or_default().to_string();
+        let by = c[BY].as_str().unwrap_or_default().to_string();
+        if best
+            .as_ref()
+            .is_none_or(|(b_at, b_by)| (&at, &by) < (b_at, b_by))
+        {
+            best = Some((at, by));
+        }
+    }
+    Ok(best.map(|(at, by)| (by, at)))
+}
+
 /// Concurrent creates of one user: one record per creation that is not the winning `c`.
 fn creates(
     doc: &AutoCommit,

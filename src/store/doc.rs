@@ -655,6 +655,129 @@ mod tests {
         );
     }
 
+    fn actor(name: &str) -> automerge::ActorId {
+        automerge::ActorId::from(name.as_bytes())
+    }
+
+    fn write(doc: &mut AutoCommit, kind: ResourceKind, attrs: Value, region: &str) {
+        let old = read_attrs(doc, kind).unwrap();
+        let new = obj(attrs);
+        let explicit: Vec<String> = new.keys().cloned().collect();
+        write_attrs(doc, kind, &old, &new, &explicit, &stamp(region)).unwrap();
+        doc.commit();
+    }
+
+    fn detect(doc: &mut AutoCommit, kind: &str) -> Vec<crate::conflict::Conflict> {
+        let res = crate::conflict::Resource {
+            tenant: "t",
+            kind,
+            id: "id1",
+        };
+        crate::conflict::detect(doc, res).unwrap()
+    }
+
+    #[test]
+    fn concurrent_creates_of_one_id_are_one_resource_with_merged_attributes() {
+        let mut a = create(ResourceKind::User, "id1", actor("eu"), &stamp("eu")).unwrap();
+        let mut b = create(ResourceKind::User, "id1", actor("us"), &stamp("us")).unwrap();
+        write(
+            &mut a,
+            ResourceKind::User,
+            json!({"userName": "bob", "title": "A"}),
+            "eu",
+        );
+        write(
+            &mut b,
+            ResourceKind::User,
+            json!({"userName": "bob", "displayName": "B"}),
+            "us",
+        );
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        let view = materialize(&mut a, ResourceKind::User).unwrap();
+        assert_eq!(view, materialize(&mut b, ResourceKind::User).unwrap());
+        assert_eq!(view["userName"], json!("bob"));
+        assert_eq!(view["title"], json!("A"));
+        assert_eq!(view["displayName"], json!("B"));
+        let rules: Vec<_> = detect(&mut a, "User").iter().map(|c| c.rule).collect();
+        assert_eq!(rules, [crate::conflict::Rule::UsernameMerge]);
+    }
+
+    #[test]
+    fn a_delete_beats_a_concurrent_update_and_is_recorded_once_per_update() {
+        let mut a = new_user(json!({"userName": "bob", "title": "x"}));
+        let mut b = a.fork().with_actor(actor("us"));
+        mark_deleted(&mut a, &stamp("a")).unwrap();
+        a.commit();
+        write(
+            &mut b,
+            ResourceKind::User,
+            json!({"userName": "bob", "title": "y"}),
+            "us",
+        );
+        b.merge(&mut a).unwrap();
+        a.merge(&mut b).unwrap();
+        assert!(is_deleted(&a) && is_deleted(&b));
+        let (ca, cb) = (detect(&mut a, "User"), detect(&mut b, "User"));
+        assert_eq!(ca, cb);
+        assert_eq!(ca.len(), 1);
+        assert_eq!(ca[0].rule, crate::conflict::Rule::DeleteWins);
+        assert_eq!(ca[0].values[1].region, "us");
+    }
+
+    #[test]
+    fn a_member_removal_beats_a_concurrent_re_add_and_records_survive_merges() {
+        let mut a = create(ResourceKind::Group, "id1", actor("eu"), &stamp("eu")).unwrap();
+        write(
+            &mut a,
+            ResourceKind::Group,
+            json!({"displayName": "G", "members": [{"value": "m1"}]}),
+            "eu",
+        );
+        let mut b = a.fork().with_actor(actor("us"));
+        write(
+            &mut a,
+            ResourceKind::Group,
+            json!({"displayName": "G", "members": []}),
+            "eu",
+        );
+        write(
+            &mut b,
+            ResourceKind::Group,
+            json!({"displayName": "G", "members": [{"value": "m1", "display": "M"}]}),
+            "us",
+        );
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        assert!(!read_attrs(&a, ResourceKind::Group)
+            .unwrap()
+            .contains_key("members"));
+        let found = detect(&mut a, "Group");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].attribute, "members[value eq \"m1\"]");
+        // Both regions record the same conflict; merged, the records are one and find nothing new.
+        assert!(record_conflicts(&mut a, &found).unwrap());
+        let found_b = detect(&mut b, "Group");
+        assert!(record_conflicts(&mut b, &found_b).unwrap());
+        a.commit();
+        b.commit();
+        a.merge(&mut b).unwrap();
+        let recorded = crate::conflict::recorded(&a).unwrap();
+        assert_eq!(recorded, found);
+        assert_eq!(detect(&mut a, "Group"), found);
+        // A re-add by a region that saw the removal counts.
+        write(
+            &mut a,
+            ResourceKind::Group,
+            json!({"displayName": "G", "members": [{"value": "m1"}]}),
+            "eu",
+        );
+        assert_eq!(
+            read_attrs(&a, ResourceKind::Group).unwrap()["members"],
+            json!([{"value": "m1"}])
+        );
+    }
+
     #[test]
     fn tombstones_are_visible() {
         let mut doc = new_user(json!({"userName": "bob"}));

@@ -20,6 +20,8 @@
 
 pub mod doc;
 pub mod keys;
+#[cfg(test)]
+mod laws;
 mod log;
 
 use std::collections::{BTreeSet, HashMap};
@@ -222,6 +224,8 @@ struct Merge {
     delta: [u8; 32],
     /// Rules of the conflict records newly indexed.
     indexed: Vec<Rule>,
+    /// Live users merged, whose userName must be checked for a collision after the commit.
+    users: Vec<(String, String)>,
 }
 
 /// What a create did.
@@ -641,6 +645,19 @@ impl Store {
         if_match: Option<&str>,
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
+        self.update_recording(tenant, kind, id, if_match, f, &[])
+    }
+
+    /// [`Store::update`] that also stores conflict records in the document (and indexes them).
+    fn update_recording(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+        records: &[Conflict],
+    ) -> Result<Stored, StoreError> {
         // A userName change must hold the new name's lock (always taken before the id lock), so
         // the first pass learns the new name and a second pass writes under both locks.
         let mut name_guard: Option<(String, MutexGuard<'_, ()>)> = None;
@@ -700,7 +717,8 @@ impl Store {
             let heads = doc.get_heads();
             let before = heads_term(&key, &mut doc);
             let old_view = doc::materialize(&mut doc, kind)?;
-            if !doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &stamp)? {
+            let wrote = doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &stamp)?;
+            if !(doc::record_conflicts(&mut doc, records)? || wrote) {
                 self.cache_put(key, doc);
                 return Ok(Stored::from_view(old_view));
             }
@@ -708,10 +726,17 @@ impl Store {
             let view = doc::materialize(&mut doc, kind)?;
             let change = doc.save_after(&heads);
             let mut batch = WriteBatch::default();
+            let mut indexed = Vec::new();
+            for record in records {
+                if self.stage_record(&mut batch, record)? {
+                    indexed.push(record.rule);
+                }
+            }
             let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
             self.stage_view(&mut batch, tenant, kind, id, Some(&old_view), Some(&view))?;
             let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
             self.commit(batch, &[seq], None, delta)?;
+            self.count_indexed(&indexed);
             self.cache_put(key, doc);
             return Ok(Stored::from_view(view));
         }
@@ -1038,6 +1063,8 @@ impl Store {
         for (key, doc) in loaded {
             self.cache_put(key, doc);
         }
+        drop(_guards);
+        self.settle_user_names(&merge.users)?;
         Ok(report)
     }
 
@@ -1086,6 +1113,8 @@ impl Store {
         self.commit(batch, &merge.local, None, merge.delta)?;
         self.count_indexed(&merge.indexed);
         self.cache_put(key, doc);
+        drop(_g);
+        self.settle_user_names(&merge.users)?;
         Ok((kind, id))
     }
 
@@ -1133,23 +1162,12 @@ impl Store {
                 }
             }
             for record in conflict::recorded(doc).map_err(DocError::from)? {
-                if before.recorded.contains(&record.id) {
-                    continue;
+                if !before.recorded.contains(&record.id) && self.stage_record(batch, &record)? {
+                    merge.indexed.push(record.rule);
                 }
-                let by_id = keys::conflict_by_id(&record.id);
-                if self
-                    .db
-                    .get_pinned_cf(self.cf(CF_CONFLICTS), &by_id)?
-                    .is_some()
-                {
-                    continue;
-                }
-                let by_time = keys::conflict_by_time(&record.at, &record.id);
-                let json =
-                    serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                batch.put_cf(self.cf(CF_CONFLICTS), &by_id, &by_time);
-                batch.put_cf(self.cf(CF_CONFLICTS), &by_time, json);
-                merge.indexed.push(record.rule);
+            }
+            if kind == ResourceKind::User && !doc::is_deleted(doc) {
+                merge.users.push((tenant.to_string(), id.to_string()));
             }
         }
         let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
@@ -1174,6 +1192,88 @@ impl Store {
             old_view.as_ref(),
             new_view.as_ref(),
         )
+    }
+
+    /// Stage the index entries of a conflict record this region does not hold yet; returns
+    /// whether it was new.
+    fn stage_record(&self, batch: &mut WriteBatch, record: &Conflict) -> Result<bool, StoreError> {
+        let by_id = keys::conflict_by_id(&record.id);
+        if self
+            .db
+            .get_pinned_cf(self.cf(CF_CONFLICTS), &by_id)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let by_time = keys::conflict_by_time(&record.at, &record.id);
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.put_cf(self.cf(CF_CONFLICTS), &by_id, &by_time);
+        batch.put_cf(self.cf(CF_CONFLICTS), &by_time, json);
+        Ok(true)
+    }
+
+    /// After a merge: a userName that two live users hold (see [`conflict::collision_survivor`])
+    /// keeps its survivor; every loser is renamed, deactivated and the decision recorded on it.
+    /// Every region that sees the collision writes the same, so their copies merge into one.
+    fn settle_user_names(&self, touched: &[(String, String)]) -> Result<(), StoreError> {
+        for (tenant, id) in touched {
+            let Some(stored) = self.get(tenant, ResourceKind::User, id)? else {
+                continue;
+            };
+            let Some(name) = stored.view["userName"].as_str().map(str::to_string) else {
+                continue;
+            };
+            let holders = self.lookup(tenant, ResourceKind::User, "userName", &name)?;
+            if holders.len() < 2 {
+                continue;
+            }
+            let mut claims = Vec::new();
+            for holder in &holders {
+                if let Some(doc) = self.document(tenant, ResourceKind::User, holder)? {
+                    if doc::is_deleted(&doc) {
+                        continue;
+                    }
+                    let (by, at) = conflict::creation(&doc)
+                        .map_err(DocError::from)?
+                        .unwrap_or_default();
+                    claims.push(conflict::Claim {
+                        id: holder.clone(),
+                        created_at: at,
+                        created_by: by,
+                    });
+                }
+            }
+            let Some(survivor) = conflict::collision_survivor(&claims).cloned() else {
+                continue;
+            };
+            for loser in claims.iter().filter(|c| c.id != survivor.id) {
+                let record =
+                    conflict::collision_record(tenant, &name, &survivor, loser, &self.stamp().at);
+                let renamed = conflict::collision_name(&name, &loser.id);
+                tracing::warn!(
+                    tenant, user_name = %name, survivor = %survivor.id, loser = %loser.id,
+                    "two users held one userName; the loser is renamed and deactivated"
+                );
+                let result = self.update_recording(
+                    tenant,
+                    ResourceKind::User,
+                    &loser.id,
+                    None,
+                    &|old| {
+                        let mut new = old.clone();
+                        new.insert("userName".into(), Value::String(renamed.clone()));
+                        new.insert("active".into(), Value::Bool(false));
+                        Ok((new, vec!["active".into(), "userName".into()]))
+                    },
+                    std::slice::from_ref(&record),
+                );
+                match result {
+                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Count conflict records indexed by a committed batch.
@@ -1457,6 +1557,79 @@ mod tests {
                 Ok((new, ex))
             })
             .unwrap();
+    }
+
+    fn all_conflicts(store: &Store) -> Vec<Conflict> {
+        let q = ConflictQuery {
+            count: usize::MAX,
+            ..Default::default()
+        };
+        store.conflicts(&q).unwrap().1
+    }
+
+    #[test]
+    fn a_rename_onto_a_concurrently_created_name_keeps_one_holder() {
+        let dir = std::env::temp_dir().join(format!("geoscim-rename-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (eu, us) = (open(&dir.join("eu"), "eu"), open(&dir.join("us"), "us"));
+        let old = user(&eu, "old");
+        sync(&eu, &us);
+        // Partitioned: eu renames "old" to "bob" while us creates "bob".
+        set(&eu, &old, "userName", json!("bob"), false);
+        let bob = user(&us, "bob");
+        assert_ne!(old, bob);
+        for _ in 0..3 {
+            sync(&eu, &us);
+            sync(&us, &eu);
+        }
+        for store in [&eu, &us] {
+            let holders = store
+                .lookup("t", ResourceKind::User, "userName", "bob")
+                .unwrap();
+            assert_eq!(holders.len(), 1, "{holders:?}");
+            let conflicts = all_conflicts(store);
+            assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+            assert_eq!(conflicts[0].rule, Rule::UsernameMerge);
+        }
+        // The survivor is the earlier created user; the loser is renamed and deactivated.
+        let loser = eu.get("t", ResourceKind::User, &bob).unwrap().unwrap();
+        assert_eq!(loser.view["active"], json!(false));
+        assert!(loser.view["userName"]
+            .as_str()
+            .unwrap()
+            .starts_with("bob~conflict-"));
+        assert_eq!(
+            loser,
+            us.get("t", ResourceKind::User, &bob).unwrap().unwrap()
+        );
+        assert_eq!(
+            eu.get("t", ResourceKind::User, &old).unwrap(),
+            us.get("t", ResourceKind::User, &old).unwrap()
+        );
+        assert_eq!(eu.digest().map(|d| d.1), us.digest().map(|d| d.1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_heads_digest_matches_across_replicas_and_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("geoscim-digest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (eu, us) = (open(&dir.join("eu"), "eu"), open(&dir.join("us"), "us"));
+        let a = user(&eu, "a");
+        user(&us, "b");
+        set(&eu, &a, "active", json!(false), true);
+        sync(&eu, &us);
+        sync(&us, &eu);
+        let (d_eu, d_us) = (eu.digest().unwrap(), us.digest().unwrap());
+        assert_eq!(d_eu, d_us);
+        assert_ne!(d_eu.1, [0; 32]);
+        set(&us, &a, "title", json!("x"), false);
+        assert_ne!(us.digest().unwrap().1, d_us.1);
+        drop(us);
+        let us = open(&dir.join("us"), "us");
+        sync(&us, &eu);
+        assert_eq!(eu.digest(), us.digest());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
