@@ -1,4 +1,5 @@
-//! Command line: `serve`, `token create` and `certs`. Thin: parse, call the library, print.
+//! Command line: `up`, `serve`, `token create`, `certs` and `conflicts`. Thin: parse, call the
+//! library, print.
 
 use std::path::PathBuf;
 
@@ -49,6 +50,40 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// List the conflict log of a region (its admin API), as a table or as JSON.
+    Conflicts {
+        /// The region's base URL (without `/admin/v1`).
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        url: String,
+        /// An admin token (`geoscim token create --admin`); tenant tokens are refused.
+        #[arg(long, env = "GEOSCIM_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Only this tenant's conflicts.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this rule: sticky-deactivation, delete-wins, username-merge,
+        /// membership-remove-wins or concurrent-scalar.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only conflicts of this resource id.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only conflicts at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only conflicts before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// 1-based index of the first conflict shown.
+        #[arg(long)]
+        start_index: Option<usize>,
+        /// At most this many conflicts (the region caps it at `scim.max_page_size`).
+        #[arg(long)]
+        count: Option<usize>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,8 +91,11 @@ pub enum TokenCommand {
     /// Print a new token and the config lines that accept it (only the hash goes in the config).
     Create {
         /// The tenant (IdP connection) the token acts for.
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        tenant: Option<String>,
+        /// Create an admin token (the admin API, `/admin/v1`, every tenant) instead.
         #[arg(long)]
-        tenant: String,
+        admin: bool,
     },
 }
 
@@ -66,14 +104,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Up { regions } => crate::local_cluster::up(&regions).await,
+        Command::Conflicts {
+            url,
+            token,
+            tenant,
+            rule,
+            resource,
+            since,
+            until,
+            start_index,
+            count,
+            json,
+        } => {
+            let filter = crate::admin_client::ConflictFilter {
+                tenant,
+                rule,
+                resource,
+                since,
+                until,
+                start_index,
+                count,
+            };
+            conflicts(&url, &token, filter, json).await
+        }
         Command::Certs {
             out,
             regions,
             force,
         } => certs(&out, &regions, force),
         Command::Token {
-            command: TokenCommand::Create { tenant },
+            command: TokenCommand::Create { admin: true, .. },
         } => {
+            let token = server::new_token_text();
+            println!("admin token: {token}");
+            println!("# add to every region's config (only the hash is stored):");
+            println!("[[admin_tokens]]");
+            println!("sha256 = \"{}\"", crate::api::token_hash(&token));
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Create { tenant, .. },
+        } => {
+            let tenant = tenant.unwrap_or_default();
             anyhow::ensure!(
                 crate::ids::is_valid_name(&tenant),
                 "tenant must be 1-63 characters of a-z, 0-9, '-' and '_'"
@@ -87,6 +159,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn conflicts(
+    url: &str,
+    token: &str,
+    filter: crate::admin_client::ConflictFilter,
+    json: bool,
+) -> anyhow::Result<()> {
+    let page = crate::admin_client::fetch_conflicts(url, token, &filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+    } else {
+        print!(
+            "{}",
+            crate::admin_client::conflicts_table(&page).map_err(anyhow::Error::msg)?
+        );
+    }
+    Ok(())
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
@@ -173,6 +263,23 @@ fn certs(out: &std::path::Path, regions: &[String], force: bool) -> anyhow::Resu
 mod tests {
     use super::*;
     use crate::replication::certs as c;
+
+    #[test]
+    fn token_create_takes_a_tenant_or_admin_but_not_both() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["geoscim", "token", "create", "--tenant", "acme"]).is_ok());
+        assert!(matches!(
+            parse(&["geoscim", "token", "create", "--admin"]).map(|c| c.command),
+            Ok(Command::Token {
+                command: TokenCommand::Create {
+                    admin: true,
+                    tenant: None
+                }
+            })
+        ));
+        assert!(parse(&["geoscim", "token", "create"]).is_err());
+        assert!(parse(&["geoscim", "token", "create", "--admin", "--tenant", "a"]).is_err());
+    }
 
     #[test]
     fn certs_reuses_the_ca_and_keeps_existing_keys_unless_forced() {

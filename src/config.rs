@@ -56,6 +56,11 @@ pub struct Config {
     /// Bearer tokens, stored only as SHA-256 hashes. See `geoscim token create`.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Admin bearer tokens (the admin API under `/admin/v1`), stored only as SHA-256 hashes.
+    /// Separate from `tokens` so that no tenant's IdP credential can read across tenants. See
+    /// `geoscim token create --admin`.
+    #[serde(default)]
+    pub admin_tokens: Vec<AdminTokenConfig>,
     /// Replication to peer regions; absent for a single region.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
@@ -93,10 +98,24 @@ pub struct ReplicationConfig {
     /// answers 404 (IdPs quarantine apps that answer 404 for users that exist).
     #[serde(default = "default_lookup_timeout_ms")]
     pub lookup_timeout_ms: u64,
+    /// How often this region sends each peer a digest of its documents' heads, so that two
+    /// regions holding the same log entries but different documents (a bug or corruption) are
+    /// noticed (`/health`, `/metrics`, a warning in the log). 0 turns digests off. Tests set it
+    /// low; in production each comparison costs a digest snapshot, so seconds are plenty.
+    #[serde(default = "default_digest_interval_ms")]
+    pub digest_interval_ms: u64,
 }
 
 fn default_lookup_timeout_ms() -> u64 {
     500
+}
+
+/// The smallest non-zero `replication.digest_interval_ms`: faster comparisons find nothing
+/// sooner (replication itself takes longer than that to settle) and only cost snapshots.
+pub const MIN_DIGEST_INTERVAL_MS: u64 = 100;
+
+fn default_digest_interval_ms() -> u64 {
+    30_000
 }
 
 /// When a write answers.
@@ -193,6 +212,15 @@ pub struct TokenConfig {
     pub sha256: String,
 }
 
+/// One accepted admin token, as the hex SHA-256 of the token text. Admin tokens act for every
+/// tenant, so they belong to operators, never to an IdP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -268,6 +296,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "scim",
     "storage",
     "tokens",
+    "admin_tokens",
     "replication",
 ];
 
@@ -362,6 +391,12 @@ impl Config {
                     "must be between 1 and the number of regions (peers + this one)",
                 );
             }
+            if r.digest_interval_ms != 0 && r.digest_interval_ms < MIN_DIGEST_INTERVAL_MS {
+                return invalid(
+                    "replication.digest_interval_ms",
+                    &format!("must be 0 (no digests) or at least {MIN_DIGEST_INTERVAL_MS}"),
+                );
+            }
             for peer in &r.peers {
                 if !crate::ids::is_valid_name(&peer.region) || peer.region == self.region {
                     return invalid(
@@ -378,14 +413,22 @@ impl Config {
                     "must be 1-63 characters of a-z, 0-9, '-' and '_'",
                 );
             }
-            let hex_ok =
-                token.sha256.len() == 64 && token.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex_ok {
+            if !is_sha256_hex(&token.sha256) {
                 return invalid("tokens.sha256", "must be 64 hex digits (a SHA-256)");
+            }
+        }
+        for token in &self.admin_tokens {
+            if !is_sha256_hex(&token.sha256) {
+                return invalid("admin_tokens.sha256", "must be 64 hex digits (a SHA-256)");
             }
         }
         Ok(())
     }
+}
+
+/// Is `s` a SHA-256 in hex (either case)?
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Apply `GEOSCIM_*` overrides to the parsed table.
@@ -465,6 +508,49 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_come_from_the_file_or_the_environment_and_are_validated() {
+        let file = format!(
+            "region = \"a\"\ndata_dir = \"d\"\n[[admin_tokens]]\nsha256 = \"{}\"",
+            "b".repeat(64)
+        );
+        let c = Config::from_toml(&file, "t", []).unwrap();
+        assert_eq!(c.admin_tokens[0].sha256, "b".repeat(64));
+        assert!(c.tokens.is_empty(), "admin tokens are not tenant tokens");
+
+        let c = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"",
+            "t",
+            env(&[(
+                "GEOSCIM_ADMIN_TOKENS",
+                &format!("[{{sha256=\"{}\"}}]", "c".repeat(64)),
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.admin_tokens[0].sha256, "c".repeat(64));
+
+        let err = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"",
+            "t",
+            env(&[("GEOSCIM_ADMIN_TOKENS", "[{sha256=\"abc\"}]")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admin_tokens.sha256"), "{err}");
+        // An admin token has no tenant: a stray `tenant` key is an error, not ignored.
+        let err = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"",
+            "t",
+            env(&[(
+                "GEOSCIM_ADMIN_TOKENS",
+                &format!("[{{tenant=\"t\", sha256=\"{}\"}}]", "c".repeat(64)),
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tenant"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let err = Config::from_toml("region = \"a\"\ndata_dir = \"d\"\nlisten = 1", "t", [])
             .unwrap_err()
@@ -490,6 +576,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("scim.default_page_size"), "{err}");
+        let err = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"\n[replication]\ncerts_dir = \"c\"\n\
+             write_quorum = 1\ndigest_interval_ms = 10",
+            "t",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("replication.digest_interval_ms"), "{err}");
+        let c = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"\n[replication]\ncerts_dir = \"c\"\nwrite_quorum = 1",
+            "t",
+            env(&[("GEOSCIM_REPLICATION__DIGEST_INTERVAL_MS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.replication.unwrap().digest_interval_ms, 0);
         let err = Config::from_toml("region = \"A B\"\ndata_dir = \"d\"", "t", [])
             .unwrap_err()
             .to_string();

@@ -13,14 +13,17 @@
 //!   per-origin marks, `Replicator`), the QUIC transport with mutual TLS (`quic`, the only quinn
 //!   user), cluster certificates (`certs`), and the runtime that wires them to the store (`node`).
 //! - `local_cluster`: `geoscim up`, the ready-made local cluster of `regions/local/`.
-//! - `api`: the axum routers (SCIM, `/health`, `/metrics`): auth, load shedding, SCIM error
+//! - `api`: the axum routers (SCIM, `/health`, `/metrics`, and the admin API `api::admin`:
+//!   conflict log and resource histories behind admin tokens): auth, load shedding, SCIM error
 //!   mapping.
 //! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
-//! - `cli`: the thin command line over `server`.
+//! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
+//! - `cli`: the thin command line over `server` and `admin_client`.
 //!
-//! Dependencies point one way: `cli → {server, local_cluster} → {api, replication} → store →
-//! scim → ids`.
+//! Dependencies point one way: `cli → {server, local_cluster, admin_client} → {api, replication}
+//! → store → scim → ids`.
 
+pub mod admin_client;
 pub mod api;
 pub mod cli;
 pub mod config;

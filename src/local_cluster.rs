@@ -3,8 +3,9 @@
 //! Certificates are generated on first start into the cluster's `certs_dir` (never committed);
 //! one fresh bearer token for tenant `default` is accepted by every region (an IdP sees one
 //! geo-routed service, so one token must work everywhere) and printed at each start, never
-//! stored. Each region is a child `geoscim serve` process; Ctrl-C or SIGTERM stops them all
-//! with SIGTERM and waits for them.
+//! stored; likewise one fresh admin token for the admin API (`/admin/v1`, `geoscim conflicts`).
+//! Each region is a child `geoscim serve` process; Ctrl-C or SIGTERM stops them all with SIGTERM
+//! and waits for them.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +42,8 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         crate::server::DEFAULT_TENANT,
         crate::api::token_hash(&token)
     );
+    let admin_token = crate::server::new_token_text();
+    let admin_tokens = format!("[{{sha256=\"{}\"}}]", crate::api::token_hash(&admin_token));
     let exe = std::env::current_exe().context("cannot find the geoscim binary")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut children: Vec<(String, Child)> = Vec::new();
@@ -50,6 +53,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             .arg("--config")
             .arg(file)
             .env("GEOSCIM_TOKENS", &tokens)
+            .env("GEOSCIM_ADMIN_TOKENS", &admin_tokens)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -81,6 +85,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                             println!("geoscim: region {r}: {u}");
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
+                        println!("geoscim: admin token (all regions): {admin_token}");
                         println!("geoscim: Ctrl-C stops every region");
                     }
                 }

@@ -1,9 +1,11 @@
-//! HTTP API: the SCIM endpoints under `/scim/v2`, `/health` and `/metrics` (axum).
+//! HTTP API: the SCIM endpoints under `/scim/v2`, the admin API under `/admin/v1` (`admin`:
+//! conflict log and resource histories, admin tokens only), `/health` and `/metrics` (axum).
 //!
 //! This layer owns authentication (bearer token → tenant), load shedding, the SCIM error mapping
 //! and content types; SCIM semantics live in `scim` and persistence in `store`. [`app`] builds the
 //! router from state, so tests can drive it without a socket.
 
+mod admin;
 mod discovery;
 pub mod metrics;
 mod resources;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub config: Config,
     /// Accepted tokens: hex SHA-256 → tenant.
     pub tokens: HashMap<String, String>,
+    /// Accepted admin tokens (`/admin/v1`), as lower-case hex SHA-256; from `admin_tokens`.
+    pub admin_tokens: std::collections::HashSet<String>,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
     /// SCIM requests in flight, for load shedding.
@@ -51,10 +55,16 @@ pub struct AppState {
 impl AppState {
     /// State for a store and config; `tokens` maps token hashes to tenants.
     pub fn new(store: Arc<Store>, config: Config, tokens: HashMap<String, String>) -> AppState {
+        let admin_tokens = config
+            .admin_tokens
+            .iter()
+            .map(|t| t.sha256.to_ascii_lowercase())
+            .collect();
         AppState {
             store,
             config,
             tokens,
+            admin_tokens,
             metrics: metrics::Metrics::default(),
             in_flight: AtomicUsize::new(0),
             replication: std::sync::OnceLock::new(),
@@ -133,6 +143,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), shed_load));
     Router::new()
         .nest("/scim/v2", scim)
+        .nest("/admin/v1", admin::router(state.clone()))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

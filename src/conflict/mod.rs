@@ -546,11 +546,14 @@ pub fn rfc3339_millis(ms: i64) -> String {
 /// The document's changes, indexed on first use (only documents with a conflict pay for it).
 #[derive(Default)]
 struct Changes {
-    index: Option<Vec<(Vec<u8>, u64, u64, i64, ChangeHash)>>,
+    index: Option<Vec<ChangeOps>>,
 }
 
+/// A change's actor, op range (start, max), time and hash.
+type ChangeOps = (Vec<u8>, u64, u64, i64, ChangeHash);
+
 impl Changes {
-    fn load(&mut self, doc: &mut AutoCommit) -> &[(Vec<u8>, u64, u64, i64, ChangeHash)] {
+    fn load(&mut self, doc: &mut AutoCommit) -> &[ChangeOps] {
         self.index.get_or_insert_with(|| {
             doc.get_changes(&[])
                 .iter()

@@ -1,7 +1,9 @@
 //! Integration tests: real `geoscim serve` processes on port 0 with temp dirs, real RocksDB,
 //! real HTTP. One test binary with modules keeps link time down.
 
+mod admin;
 mod api;
+mod conflicts;
 mod conformance;
 mod harness;
 mod partition;
