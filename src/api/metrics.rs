@@ -120,10 +120,12 @@ impl Metrics {
 
 /// Per-peer replication metrics, read from the replication node's status (see
 /// `replication::node`) at scrape time and appended to the exposition before its `# EOF`.
-/// Gauges: connection state, changes the peer lacks, age of the oldest unacknowledged change.
-/// Counters (since this process started): entries sent, forwarded, received, duplicates,
-/// retransmissions.
+/// Gauges: connection state, changes the peer lacks, age of the oldest unacknowledged change,
+/// whether the last digest comparison differed. Counters (since this process started): entries
+/// sent, forwarded, received, duplicates, retransmissions; UDP bytes sent and received across
+/// reconnections; digest comparisons, matches and divergences.
 pub fn with_replication(exposition: String, status: &serde_json::Value) -> String {
+    use serde_json::Value;
     use std::fmt::Write;
     let body = exposition
         .strip_suffix("# EOF\n")
@@ -180,6 +182,43 @@ pub fn with_replication(exposition: String, status: &serde_json::Value) -> Strin
             "retransmits",
             "resends after an acknowledgement timeout",
         ),
+        (
+            "replication_bytes_sent",
+            "counter",
+            "bytes_sent",
+            "UDP payload bytes sent to the peer, all connections (handshakes, frames, \
+             acknowledgements, keep-alives, retransmissions)",
+        ),
+        (
+            "replication_bytes_received",
+            "counter",
+            "bytes_received",
+            "UDP payload bytes received from the peer, all connections",
+        ),
+        (
+            "replication_digests_compared",
+            "counter",
+            "digests_compared",
+            "document digests from the peer taken at the same marks as ours",
+        ),
+        (
+            "replication_digests_matched",
+            "counter",
+            "digests_matched",
+            "compared digests equal to ours",
+        ),
+        (
+            "replication_divergence",
+            "counter",
+            "divergences",
+            "compared digests that differed from ours: same changes, different documents",
+        ),
+        (
+            "replication_diverged",
+            "gauge",
+            "diverged",
+            "1 when the last digest comparison with the peer differed (cleared by the next match)",
+        ),
     ];
     for (name, kind, field, help) in series {
         let _ = writeln!(out, "# HELP geoscim_{name} {help}.");
@@ -188,7 +227,8 @@ pub fn with_replication(exposition: String, status: &serde_json::Value) -> Strin
         for p in &peers {
             let peer = p["peer"].as_str().unwrap_or_default();
             let value = match (*field, &p[*field]) {
-                ("connected", v) => f64::from(u8::from(v.as_bool() == Some(true))),
+                (_, Value::Bool(b)) => f64::from(u8::from(*b)),
+                ("connected" | "diverged", _) => 0.0,
                 ("oldest_unacked_ms", v) => v.as_f64().map_or(0.0, |ms| ms / 1000.0),
                 (_, v) => v.as_f64().unwrap_or(0.0),
             };
@@ -207,7 +247,9 @@ mod tests {
     fn replication_series_go_before_eof() {
         let m = Metrics::default();
         let status = serde_json::json!({"peers": [{"peer": "us", "connected": true,
-            "behind_changes": 3, "oldest_unacked_ms": 1500, "sent_entries": 7}]});
+            "behind_changes": 3, "oldest_unacked_ms": 1500, "sent_entries": 7,
+            "bytes_sent": 12345, "bytes_received": 678, "diverged": true, "divergences": 2,
+            "digests_compared": 5, "digests_matched": 3}]});
         let text = with_replication(m.encode(), &status);
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1);
@@ -217,5 +259,12 @@ mod tests {
         );
         assert!(text.contains("geoscim_replication_oldest_unacked_seconds{peer=\"us\"} 1.5"));
         assert!(text.contains("geoscim_replication_sent_entries_total{peer=\"us\"} 7"));
+        assert!(text.contains("# TYPE geoscim_replication_bytes_sent counter"));
+        assert!(text.contains("geoscim_replication_bytes_sent_total{peer=\"us\"} 12345"));
+        assert!(text.contains("geoscim_replication_bytes_received_total{peer=\"us\"} 678"));
+        assert!(text.contains("geoscim_replication_divergence_total{peer=\"us\"} 2"));
+        assert!(text.contains("geoscim_replication_digests_compared_total{peer=\"us\"} 5"));
+        assert!(text.contains("geoscim_replication_digests_matched_total{peer=\"us\"} 3"));
+        assert!(text.contains("geoscim_replication_diverged{peer=\"us\"} 1"));
     }
 }

@@ -1,11 +1,15 @@
-//! Replication between regions: the pure protocol core (this module) and, later, its QUIC
-//! transport (the only quinn user).
+//! Replication between regions: the pure protocol core, its QUIC transport (the only quinn
+//! user) and the runtime that wires them to the store.
 //!
 //! - [`wire`]: versioned messages ([`Message::V1`]) and their length-prefixed, canonical binary
 //!   frames; decoding untrusted bytes never panics.
 //! - [`needs`]: pure decisions over plain maps: what a peer still needs, who forwards it.
 //! - [`protocol`]: the sans-IO [`Replicator`] of one region (quinn-proto style: no sockets, no
 //!   clock, time is a parameter), reading the log through the [`Log`] trait.
+//! - [`quic`]: the QUIC transport with mutual TLS, and per-connection byte counters
+//!   ([`quic::TrafficMeter`]); [`certs`]: the cluster CA and region certificates.
+//! - [`store_log`]: the store seen as a [`Log`]; [`node`]: the runtime of one region (one task
+//!   owning the replicator) and the per-peer status `/health` and `/metrics` show.
 //!
 //! # The protocol
 //! Every region keeps a replication log: entry (origin region, sequence) holds the Automerge
@@ -24,7 +28,9 @@
 //! (`Status`) periodically; a region forwards another origin's entries to a peer that cannot
 //! reach that origin (one designated forwarder at once, any other after a stall timeout), so a
 //! region cut off from some peers catches up from whichever are up. `Digest` compares document
-//! heads at equal marks to detect divergence.
+//! heads at equal marks to detect divergence ([`Event::Diverged`], and
+//! [`Event::DigestMatched`] when they agree); `node` counts both per peer for `/health` and
+//! `/metrics`, next to the bytes each peer's connections moved (from quinn's statistics).
 //!
 //! `Hello`, `Ack` and `Status` are *reports* of the sender's durable marks, stamped with its
 //! *incarnation* (distinct for every start). Within one incarnation marks only rise, so reports

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::certs::{self, CertError, Identity};
-use super::protocol::{Config as ReplicatorConfig, Millis, Replicator};
-use super::quic::{PeerConnection, Transport, TransportError};
+use super::protocol::{Config as ReplicatorConfig, Event, Millis, Replicator};
+use super::quic::{PeerConnection, Traffic, TrafficMeter, Transport, TransportError};
 use super::store_log::StoreLog;
 use super::wire::{Message, MessageV1};
 use crate::config::ReplicationConfig;
@@ -116,6 +116,83 @@ pub fn load_or_create_identity(dir: &Path, region: &str) -> Result<(Identity, St
     ))
 }
 
+/// What the runtime observes of one peer beyond the protocol's counters ([`PeerStatus`]):
+/// bytes on the wire, and the digest comparisons. Shown next to them in `/health` and
+/// `/metrics`; all counts are since this process started.
+///
+/// [`PeerStatus`]: super::protocol::PeerStatus
+#[derive(Default)]
+struct PeerWatch {
+    /// Final byte counts of the peer's connections that have closed: with the open ones', the
+    /// totals across reconnections.
+    closed: Traffic,
+    /// The peer's connections not known to be closed: the live one, and a replaced or dropped
+    /// one until quinn reports it closed (so the bytes it moved while closing still count).
+    open: Vec<TrafficMeter>,
+    /// Digests from the peer taken at the same marks as ours, so comparable.
+    digests_compared: u64,
+    /// Of those, the ones equal to ours.
+    digests_matched: u64,
+    /// Of those, the ones that differed ([`Event::Diverged`]).
+    divergences: u64,
+    /// The last comparison with this peer differed: set by [`Event::Diverged`], cleared by the
+    /// next [`Event::DigestMatched`]. The alert to act on when it stays set.
+    ///
+    /// One known benign case: a document merged from a peer lookup (`Store::import`) can carry
+    /// changes above the marks for a short while (until their log entries arrive), so a single
+    /// transient mismatch can happen; the flag clears on the next match.
+    diverged: bool,
+}
+
+impl PeerWatch {
+    /// Bytes sent to and received from the peer so far, on all its connections. Folds the
+    /// connections that closed into `closed`, so their meters (and quinn's connection state)
+    /// are dropped. Never decreases.
+    fn traffic(&mut self) -> Traffic {
+        let mut live = Traffic::default();
+        let closed = &mut self.closed;
+        self.open.retain(|meter| {
+            // Closed first, then read: counts read after the close are final (but for a close
+            // frame repeated while the connection drains).
+            let done = meter.is_closed();
+            let t = meter.traffic();
+            if done {
+                *closed = *closed + t;
+            } else {
+                live = live + t;
+            }
+            !done
+        });
+        *closed + live
+    }
+
+    /// Count a protocol event about this peer's digests.
+    fn digest_event(&mut self, event: &Event) {
+        match event {
+            Event::DigestMatched { peer } => {
+                self.digests_compared += 1;
+                self.digests_matched += 1;
+                if self.diverged {
+                    tracing::info!(peer = %peer, "document digests match the peer's again");
+                }
+                self.diverged = false;
+            }
+            Event::Diverged { peer, hwm } => {
+                self.digests_compared += 1;
+                self.divergences += 1;
+                self.diverged = true;
+                tracing::warn!(
+                    peer = %peer, marks = ?hwm,
+                    "document digests differ from the peer's at equal marks: the regions hold \
+                     the same changes but different documents (once right after a peer lookup \
+                     is benign; if it persists, investigate)"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 enum Ev {
     Local,
     /// Answer `true` once local entry `target` is durable in `quorum` regions.
@@ -195,9 +272,11 @@ pub async fn start(
         timeout: Duration::from_millis(cfg.quorum_timeout_ms),
         lookup_timeout: Duration::from_millis(cfg.lookup_timeout_ms),
     };
+    let mut replicator = ReplicatorConfig::new(region, peers, incarnation);
+    replicator.digest_interval = cfg.digest_interval_ms;
     let task = tokio::spawn(run(
         store,
-        ReplicatorConfig::new(region, peers, incarnation),
+        replicator,
         tx,
         rx,
         redial,
@@ -272,6 +351,7 @@ async fn run(
     // Lookups that arrived while no peer was connected (a region just started): sent to the
     // first peer that connects, still bounded by the caller's timeout.
     let mut queued: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut observed: HashMap<String, PeerWatch> = HashMap::new();
     loop {
         let wake = rep
             .poll_timeout()
@@ -327,6 +407,7 @@ async fn run(
                         next_conn += 1;
                         let id = next_conn;
                         let peer = conn.region().to_string();
+                        observed.entry(peer.clone()).or_default().open.push(conn.meter());
                         let (mut sender, mut receiver) = conn.split();
                         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
                         if let Some((_, old)) = links.insert(peer.clone(), (id, out_tx)) {
@@ -403,6 +484,12 @@ async fn run(
         }
         while let Some(event) = rep.poll_event() {
             tracing::debug!(?event, "replication event");
+            if let Event::Diverged { peer, .. } | Event::DigestMatched { peer } = &event {
+                observed
+                    .entry(peer.clone())
+                    .or_default()
+                    .digest_event(&event);
+            }
         }
         lookups.retain(|_, (_, reply)| !reply.is_closed());
         queued.retain(|(request, _)| lookups.contains_key(request));
@@ -424,6 +511,8 @@ async fn run(
             .peer_status(now())
             .into_iter()
             .map(|p| {
+                let w = observed.entry(p.peer.clone()).or_default();
+                let traffic = w.traffic();
                 json!({
                     "peer": p.peer, "connected": p.connected, "has": p.has,
                     "behind_changes": p.behind_changes,
@@ -431,6 +520,9 @@ async fn run(
                     "sent_entries": p.sent_entries, "forwarded_entries": p.forwarded_entries,
                     "received_entries": p.received_entries,
                     "duplicate_entries": p.duplicate_entries, "retransmits": p.retransmits,
+                    "bytes_sent": traffic.bytes_sent, "bytes_received": traffic.bytes_received,
+                    "diverged": w.diverged, "digests_compared": w.digests_compared,
+                    "digests_matched": w.digests_matched, "divergences": w.divergences,
                 })
             })
             .collect();

@@ -179,7 +179,14 @@ pub enum Event {
     },
     /// `peer` and we hold exactly the same log entries but our document digests differ: a bug
     /// or corruption to alert on (the documents will not converge by themselves).
+    ///
+    /// One known benign case: a document merged from a peer lookup (`Store::import`) can carry
+    /// changes above the marks until their log entries arrive, so a single mismatch right after
+    /// a lookup is possible; it clears at the next comparison ([`Event::DigestMatched`]).
     Diverged { peer: String, hwm: Hwm },
+    /// `peer` and we hold the same log entries and our document digests are equal: the
+    /// comparison [`Event::Diverged`] reports the failure of succeeded (clears a divergence).
+    DigestMatched { peer: String },
 }
 
 /// A message that breaks the protocol: close the connection (and log it).
@@ -525,11 +532,14 @@ impl Replicator {
                 self.peers.entry(peer.to_string()).or_default().reaches = Some(connected);
             }
             MessageV1::Digest { hwm, digest } => {
+                // Only snapshots at equal marks are comparable; others are ignored.
                 if let Some((ours, our_digest)) = log.digest() {
-                    if ours == hwm && our_digest != digest {
-                        self.events.push_back(Event::Diverged {
-                            peer: peer.to_string(),
-                            hwm,
+                    if ours == hwm {
+                        let peer = peer.to_string();
+                        self.events.push_back(if our_digest == digest {
+                            Event::DigestMatched { peer }
+                        } else {
+                            Event::Diverged { peer, hwm }
                         });
                     }
                 }
@@ -1850,6 +1860,11 @@ mod tests {
         };
         r.received("b", d(&[("a", 2)], [1; 32]), 0, &log).unwrap();
         r.received("b", d(&[("a", 1)], [2; 32]), 0, &log).unwrap();
+        // The equal digest is a match; the one at other marks is not comparable.
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::DigestMatched { peer: "b".into() })
+        );
         assert_eq!(r.poll_event(), None);
         r.received("b", d(&[("a", 2)], [2; 32]), 0, &log).unwrap();
         assert_eq!(
@@ -1859,6 +1874,33 @@ mod tests {
                 hwm: hwm(&[("a", 2)])
             })
         );
+    }
+
+    #[test]
+    fn equal_marks_with_equal_digests_are_a_match() {
+        let mut log = MemLog::default();
+        log.write("a", 1..=2);
+        log.digest = Some([1; 32]);
+        let mut r = Replicator::new(cfg("a"), &log, 0);
+        let d = |marks: &[(&str, u64)], digest| {
+            MessageV1::Digest {
+                hwm: hwm(marks),
+                digest,
+            }
+            .into()
+        };
+        // Other marks: not comparable, whatever the digest.
+        r.received("b", d(&[("a", 1)], [1; 32]), 0, &log).unwrap();
+        assert_eq!(r.poll_event(), None);
+        r.received("b", d(&[("a", 2)], [1; 32]), 0, &log).unwrap();
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::DigestMatched { peer: "b".into() })
+        );
+        // No digest of our own (documents above the marks): nothing to compare.
+        log.digest = None;
+        r.received("b", d(&[("a", 2)], [1; 32]), 0, &log).unwrap();
+        assert_eq!(r.poll_event(), None);
     }
 
     #[test]

@@ -397,6 +397,14 @@ impl PeerConnection {
         self.receiver.recv().await
     }
 
+    /// A handle that reads this connection's byte counters, kept by whoever reports traffic
+    /// while the two halves are busy in their tasks.
+    pub fn meter(&self) -> TrafficMeter {
+        TrafficMeter {
+            conn: self.conn.clone(),
+        }
+    }
+
     /// The two halves, for a reader task and a writer task.
     pub fn split(self) -> (PeerSender, PeerReceiver) {
         (self.sender, self.receiver)
@@ -406,6 +414,56 @@ impl PeerConnection {
     pub fn close(&self) {
         self.conn
             .close(VarInt::from_u32(CLOSE_NORMAL), b"closed by peer");
+    }
+}
+
+/// Bytes one connection moved, as UDP payload: everything on the wire for it (handshake,
+/// frames, acknowledgements, keep-alives, retransmissions), without IP and UDP headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes of the UDP datagrams sent.
+    pub bytes_sent: u64,
+    /// Bytes of the UDP datagrams received.
+    pub bytes_received: u64,
+}
+
+impl std::ops::Add for Traffic {
+    type Output = Traffic;
+
+    fn add(self, other: Traffic) -> Traffic {
+        Traffic {
+            bytes_sent: self.bytes_sent + other.bytes_sent,
+            bytes_received: self.bytes_received + other.bytes_received,
+        }
+    }
+}
+
+/// Reads one connection's byte counters (quinn's connection statistics). They stay readable
+/// after the connection closed, so the final counts of a closed connection can be kept.
+///
+/// Holding a meter keeps the connection's state alive, not the connection open: it does not
+/// stop [`PeerSender::close`] or an idle timeout from closing it. Drop it once its final counts
+/// are taken.
+#[derive(Clone)]
+pub struct TrafficMeter {
+    /// The connection whose statistics are read.
+    conn: quinn::Connection,
+}
+
+impl TrafficMeter {
+    /// The bytes sent and received on the connection so far.
+    pub fn traffic(&self) -> Traffic {
+        let stats = self.conn.stats();
+        Traffic {
+            bytes_sent: stats.udp_tx.bytes,
+            bytes_received: stats.udp_rx.bytes,
+        }
+    }
+
+    /// Whether the connection is closed (by either side, or timed out): its counts are final,
+    /// up to the close frame itself.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
     }
 }
 
@@ -590,6 +648,40 @@ mod tests {
         // A finished stream ends cleanly.
         assert_eq!(within(at_eu.recv()).await.unwrap(), None);
         let _tx = within(writer).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn meters_count_the_bytes_of_both_directions_and_outlive_the_connection() {
+        let ca = generate_ca().unwrap();
+        let eu = bind(&ca, "eu");
+        let us = bind(&ca, "us");
+        let (client, server) =
+            within(async { tokio::join!(us.connect(eu.local_addr().unwrap(), "eu"), eu.accept()) })
+                .await;
+        let mut at_us = client.unwrap();
+        let mut at_eu = server.unwrap().unwrap();
+        let meter = at_us.meter();
+        let before = meter.traffic();
+        // The handshake alone moved bytes both ways.
+        assert!(
+            before.bytes_sent > 0 && before.bytes_received > 0,
+            "{before:?}"
+        );
+        let big = Message::V1(MessageV1::Entries {
+            origin: "us".into(),
+            entries: vec![(1, vec![7; 20_000])],
+        });
+        within(at_us.send(&big)).await.unwrap();
+        assert_eq!(within(at_eu.recv()).await.unwrap(), Some(big));
+        within(at_eu.send(&hello("eu"))).await.unwrap();
+        assert_eq!(within(at_us.recv()).await.unwrap(), Some(hello("eu")));
+        let after = meter.traffic();
+        assert!(after.bytes_sent >= before.bytes_sent + 20_000, "{after:?}");
+        assert!(after.bytes_received > before.bytes_received, "{after:?}");
+        assert!(!meter.is_closed());
+        at_us.close();
+        assert!(meter.is_closed());
+        assert!(meter.traffic().bytes_sent >= after.bytes_sent);
     }
 
     #[tokio::test]

@@ -884,7 +884,7 @@ impl Sim {
         }
         while let Some(event) = rep.poll_event() {
             match event {
-                Event::Acked { .. } => {}
+                Event::Acked { .. } | Event::DigestMatched { .. } => {}
                 other => return Err(format!("{} reported {other:?}", region.name)),
             }
         }

@@ -21,4 +21,11 @@ impl Log for StoreLog<'_> {
             }
         }
     }
+
+    /// The store's digest of every document's heads with the marks it was taken at (the
+    /// store's marks map is the wire's [`Hwm`]); `None` while the store has no comparable
+    /// snapshot, which only skips a comparison.
+    fn digest(&self) -> Option<(Hwm, [u8; 32])> {
+        self.0.digest()
+    }
 }

@@ -451,3 +451,114 @@ async fn a_region_that_lags_asks_its_peers_instead_of_answering_404() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// `/health`'s replication entry for `peer`, as `region` reports it.
+async fn peer_health(region: &Region, peer: &str) -> Value {
+    let health: Value = region
+        .client
+        .get(format!("{}/health", region.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    health["replication"]["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["peer"] == json!(peer)).cloned())
+        .unwrap_or_else(|| panic!("no replication entry for {peer}: {health}"))
+}
+
+/// The value of the `/metrics` series `name{peer="<peer>"}`, as `region` reports it.
+async fn peer_metric(region: &Region, name: &str, peer: &str) -> f64 {
+    let text = region
+        .client
+        .get(format!("{}/metrics", region.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bytes_on_the_wire_are_reported_per_peer_and_add_up_across_reconnections() {
+    // "wa" sorts first, so it dials "wb" (and redials it after the restart).
+    let cluster = Cluster::new(&["wa", "wb"]);
+    let a = cluster.start("wa");
+    let b = cluster.start("wb");
+    for i in 0..20 {
+        a.create_user(&format!("bytes-{i}@example.com")).await;
+    }
+    eventually(20, "replication to wb", || {
+        user_named(&b, "bytes-19@example.com")
+    })
+    .await;
+    let sent = peer_metric(&a, "geoscim_replication_bytes_sent_total", "wb").await;
+    let received = peer_metric(&a, "geoscim_replication_bytes_received_total", "wb").await;
+    // 20 users' changes went out; acknowledgements came back.
+    assert!(sent > 2_000.0, "bytes sent to wb: {sent}");
+    assert!(received > 0.0, "bytes received from wb: {received}");
+    for (region, peer) in [(&a, "wb"), (&b, "wa")] {
+        let h = peer_health(region, peer).await;
+        assert!(h["bytes_sent"].as_u64().unwrap() > 0, "{h}");
+        assert!(h["bytes_received"].as_u64().unwrap() > 0, "{h}");
+    }
+    // A new connection adds to the totals; the old connection's bytes are not forgotten.
+    let b = b.restart();
+    a.create_user("after-restart@example.com").await;
+    eventually(30, "replication after wb restarted", || {
+        user_named(&b, "after-restart@example.com")
+    })
+    .await;
+    let h = peer_health(&a, "wb").await;
+    assert!(
+        h["bytes_sent"].as_f64().unwrap() > sent
+            && h["bytes_received"].as_f64().unwrap() > received,
+        "before the restart: sent {sent}, received {received}; now {h}"
+    );
+}
+
+#[tokio::test]
+async fn regions_holding_the_same_changes_report_matching_digests() {
+    // Needs `Store::digest`: while it returns None no comparison happens and this fails.
+    let cluster = Cluster::with(&["da", "db"], "digest_interval_ms = 200");
+    let a = cluster.start("da");
+    let b = cluster.start("db");
+    for i in 0..5 {
+        a.create_user(&format!("digest-{i}@example.com")).await;
+    }
+    b.create_user("digest-b@example.com").await;
+    eventually(20, "replication both ways", || async {
+        user_named(&b, "digest-4@example.com").await?;
+        user_named(&a, "digest-b@example.com").await
+    })
+    .await;
+    for (region, peer) in [(&a, "db"), (&b, "da")] {
+        let h = eventually(20, "a digest comparison that matched", || async {
+            let h = peer_health(region, peer).await;
+            (h["digests_matched"].as_u64().unwrap_or(0) > 0).then_some(h)
+        })
+        .await;
+        assert_eq!(h["diverged"], json!(false), "{h}");
+        assert_eq!(h["divergences"], json!(0), "{h}");
+        assert!(h["digests_compared"].as_u64().unwrap() >= 1, "{h}");
+        let matched = peer_metric(region, "geoscim_replication_digests_matched_total", peer).await;
+        assert!(matched > 0.0, "digests matched with {peer}: {matched}");
+        assert_eq!(
+            peer_metric(region, "geoscim_replication_diverged", peer).await,
+            0.0
+        );
+        assert_eq!(
+            peer_metric(region, "geoscim_replication_divergence_total", peer).await,
+            0.0
+        );
+    }
+}
