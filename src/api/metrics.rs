@@ -239,9 +239,40 @@ pub fn with_replication(exposition: String, status: &serde_json::Value) -> Strin
     out
 }
 
+/// Conflict records this region indexed since the process started, per rule (see
+/// `store::Store::conflicts_indexed`), appended to the exposition before its `# EOF`. Every region
+/// counts each record once, whether it observed the merge itself or received the record.
+pub fn with_conflicts(exposition: String, counts: &[(crate::conflict::Rule, u64)]) -> String {
+    use std::fmt::Write;
+    let mut out = exposition
+        .strip_suffix("# EOF\n")
+        .unwrap_or(&exposition)
+        .to_string();
+    out.push_str("# HELP geoscim_conflicts automatic conflict resolutions recorded, by rule.\n");
+    out.push_str("# TYPE geoscim_conflicts counter\n");
+    for (rule, n) in counts {
+        let _ = writeln!(out, "geoscim_conflicts_total{{rule=\"{}\"}} {n}", rule.as_str());
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflict_counters_are_one_series_per_rule_before_eof() {
+        let counts: Vec<_> = crate::conflict::Rule::ALL
+            .iter()
+            .map(|r| (*r, u64::from(*r == crate::conflict::Rule::DeleteWins)))
+            .collect();
+        let text = with_conflicts(Metrics::default().encode(), &counts);
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.contains("geoscim_conflicts_total{rule=\"delete-wins\"} 1\n"));
+        assert!(text.contains("geoscim_conflicts_total{rule=\"sticky-deactivation\"} 0\n"));
+    }
 
     #[test]
     fn replication_series_go_before_eof() {

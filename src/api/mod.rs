@@ -325,9 +325,10 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         .replication
         .get()
         .and_then(|s| s.lock().ok().map(|v| v.clone()));
+    let text = metrics::with_conflicts(state.metrics.encode(), &state.store.conflicts_indexed());
     let text = match replication {
-        Some(status) => metrics::with_replication(state.metrics.encode(), &status),
-        None => state.metrics.encode(),
+        Some(status) => metrics::with_replication(text, &status),
+        None => text,
     };
     let mut response = text.into_response();
     response.headers_mut().insert(
