@@ -355,7 +355,9 @@ impl Store {
             }
             Some(v) => {
                 return Err(StoreError::Corrupt(format!(
-                    "{} has storage format {:?}; this build reads format {FORMAT_VERSION}",
+                    "{} has storage format {:?}; this build reads format {FORMAT_VERSION} \
+                     (format 1 predates the conflict rules and has no migration: move the \
+                     folder away to start empty and let the region catch up from its peers)",
                     path.display(),
                     String::from_utf8_lossy(&v)
                 )))
