@@ -64,7 +64,14 @@ pub fn genesis(kind: ResourceKind, id: &str) -> Result<AutoCommit, DocError> {
     let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(GENESIS_ACTOR));
     let header = json!({"v": DOC_FORMAT, "type": kind.name(), "id": id});
     doc.put(ROOT, HEADER, header.to_string())?;
-    doc.put_object(ROOT, ATTRS, ObjType::Map)?;
+    let attrs = doc.put_object(ROOT, ATTRS, ObjType::Map)?;
+    // Every container a region might otherwise create on its first write is made here: two
+    // regions creating the same map concurrently would make two maps, and one would vanish
+    // with everything written into it (a member add, a conflict record).
+    if kind == ResourceKind::Group {
+        doc.put_object(&attrs, MEMBERS, ObjType::Map)?;
+    }
+    doc.put_object(ROOT, CONFLICTS, ObjType::Map)?;
     doc.commit_with(automerge::transaction::CommitOptions::default().with_time(0));
     Ok(doc)
 }
@@ -85,10 +92,12 @@ pub fn create(
 /// Store conflict records in the document (`x`), those it does not hold yet. Returns whether
 /// anything was written. Records travel with the document, so every region gets them.
 pub fn record_conflicts(doc: &mut AutoCommit, records: &[Conflict]) -> Result<bool, DocError> {
+    if records.is_empty() {
+        return Ok(false);
+    }
     let x = match doc.get(ROOT, CONFLICTS)? {
         Some((AmValue::Object(ObjType::Map), id)) => id,
-        _ if records.is_empty() => return Ok(false),
-        _ => doc.put_object(ROOT, CONFLICTS, ObjType::Map)?,
+        _ => return Err(DocError::Malformed("no conflict records map".into())),
     };
     let mut wrote = false;
     for r in records {
@@ -221,7 +230,7 @@ fn write_members(
 ) -> Result<bool, DocError> {
     let members = match doc.get(attrs, MEMBERS)? {
         Some((AmValue::Object(ObjType::Map), id)) => id,
-        _ => doc.put_object(attrs, MEMBERS, ObjType::Map)?,
+        _ => return Err(DocError::Malformed("group without a members map".into())),
     };
     let by_id = |v: Option<&Value>| -> std::collections::HashMap<String, Value> {
         v.and_then(Value::as_array)
