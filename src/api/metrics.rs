@@ -251,7 +251,11 @@ pub fn with_conflicts(exposition: String, counts: &[(crate::conflict::Rule, u64)
     out.push_str("# HELP geoscim_conflicts automatic conflict resolutions recorded, by rule.\n");
     out.push_str("# TYPE geoscim_conflicts counter\n");
     for (rule, n) in counts {
-        let _ = writeln!(out, "geoscim_conflicts_total{{rule=\"{}\"}} {n}", rule.as_str());
+        let _ = writeln!(
+            out,
+            "geoscim_conflicts_total{{rule=\"{}\"}} {n}",
+            rule.as_str()
+        );
     }
     out.push_str("# EOF\n");
     out
