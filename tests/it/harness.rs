@@ -286,3 +286,22 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Like [`eventually`], for checks that say why they are not satisfied yet: polls `f` until it
+/// returns `Ok`, for at most `secs` seconds, then fails with the last reason it gave.
+pub async fn eventually_ok<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("timed out after {secs} s waiting for {what}; last: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -8,6 +8,9 @@
 //!
 //! Needs root and `ip netns` (iproute2). Elsewhere the test prints `SKIPPED: ...` and passes,
 //! except when `CI` is set: CI runs as root, so there a missing capability is a failure.
+//!
+//! The namespace plumbing ([`Netns`], [`spawn_in`], ...) is shared with other partition tests
+//! (`conflicts`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -27,7 +30,7 @@ const QUIC_PORT: u16 = 7100;
 const WAN_IPS: [&str; 2] = ["10.214.0.1", "10.214.0.2"];
 
 /// Run a command with a bounded wait; its stdout, or an error naming the command.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, String> {
     let line = format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
@@ -62,18 +65,18 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 
 /// Like [`ip`], panicking on failure (setup and partition steps after the capability check).
-fn ip_ok(args: &[&str]) {
+pub(crate) fn ip_ok(args: &[&str]) {
     if let Err(e) = ip(args) {
         panic!("{e}");
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -85,13 +88,78 @@ fn is_root() -> bool {
 }
 
 /// Everything the test created outside its temp dir; dropping it removes all of it.
-struct Netns {
+pub(crate) struct Netns {
     /// Names of the namespaces created so far.
-    namespaces: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
     /// Root-side ends of the management veths created so far.
-    root_links: Vec<String>,
+    pub(crate) root_links: Vec<String>,
     /// Region processes (running inside the namespaces).
-    children: Vec<Child>,
+    pub(crate) children: Vec<Child>,
+}
+
+impl Netns {
+    pub(crate) fn new() -> Netns {
+        Netns {
+            namespaces: Vec::new(),
+            root_links: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Add the namespace `name`. An error here means namespaces are unavailable.
+    pub(crate) fn add_namespace(&mut self, name: &str) -> Result<(), String> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        Ok(())
+    }
+
+    /// Bring up `lo` in `ns` and give it a management veth (`root_if` in the root namespace,
+    /// `ns_if` in `ns`) on the `i`-th /30 of `net` (three octets, e.g. `10.213.7`): the root end
+    /// gets `.4i+1`, the namespace end `.4i+2`, which is returned.
+    pub(crate) fn management_link(
+        &mut self,
+        ns: &str,
+        (root_if, ns_if): (&str, &str),
+        net: &str,
+        i: usize,
+    ) -> String {
+        let (root_ip, ns_ip) = (
+            format!("{net}.{}", 4 * i + 1),
+            format!("{net}.{}", 4 * i + 2),
+        );
+        ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
+        ip_ok(&[
+            "link", "add", root_if, "type", "veth", "peer", "name", ns_if, "netns", ns,
+        ]);
+        self.root_links.push(root_if.to_string());
+        ip_ok(&["addr", "add", &format!("{root_ip}/30"), "dev", root_if]);
+        ip_ok(&["link", "set", root_if, "up"]);
+        ip_ok(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            ns_if,
+        ]);
+        ip_ok(&["-n", ns, "link", "set", ns_if, "up"]);
+        ns_ip
+    }
+}
+
+/// A tag unique per run for namespace and interface names (`gs` + 6 hex digits, so names stay
+/// within Linux's 15 characters with up to 7 more), and a number in 1..=250 to pick /30s with.
+pub(crate) fn run_tag() -> (String, u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let tag = format!(
+        "gs{:06x}",
+        (std::process::id() ^ nanos.rotate_left(12)) & 0xff_ffff
+    );
+    (tag, 1 + (nanos % 250))
 }
 
 impl Drop for Netns {
@@ -108,8 +176,12 @@ impl Drop for Netns {
         }
         for link in &self.root_links {
             if ip(&["link", "show", "dev", link]).is_ok() {
-                if let Err(e) = ip(&["link", "del", "dev", link]) {
-                    eprintln!("partition cleanup: {e}");
+                // The namespace's deletion may take the link with it meanwhile.
+                match ip(&["link", "del", "dev", link]) {
+                    Err(e) if !e.contains("Cannot find device") => {
+                        eprintln!("partition cleanup: {e}")
+                    }
+                    _ => {}
                 }
             }
         }
@@ -207,8 +279,14 @@ impl NsRegion {
     }
 }
 
-/// Start `geoscim serve` inside `ns`; returns the child and the printed HTTP base URL.
-fn spawn_in(ns: &str, config: &Path, token: &str) -> (Child, String) {
+/// Start `geoscim serve` inside `ns` accepting `token` for tenant `t1`, with extra environment
+/// variables; returns the child and the printed HTTP base URL.
+pub(crate) fn spawn_in(
+    ns: &str,
+    config: &Path,
+    token: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_geoscim"), "serve"])
@@ -218,6 +296,7 @@ fn spawn_in(ns: &str, config: &Path, token: &str) -> (Child, String) {
             "GEOSCIM_TOKENS",
             format!("[{{tenant=\"t1\", sha256=\"{hash}\"}}]"),
         )
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -243,7 +322,7 @@ fn spawn_in(ns: &str, config: &Path, token: &str) -> (Child, String) {
 }
 
 /// Fail under CI, else print why and skip.
-fn unavailable(reason: &str) {
+pub(crate) fn unavailable(reason: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("network namespaces unavailable under CI (CI runs as root): {reason}");
     }
@@ -257,55 +336,20 @@ async fn a_real_partition_between_namespaces_heals_and_both_sides_converge() {
         return unavailable("not running as root");
     }
     // Unique per run: interface names stay within 15 characters (`gs` + 6 hex + 3).
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let tag = format!(
-        "gs{:06x}",
-        (std::process::id() ^ nanos.rotate_left(12)) & 0xff_ffff
-    );
     // The management /30s: 10.213.K.0/30 for a, 10.213.K.4/30 for b.
-    let k = 1 + (nanos % 250);
+    let (tag, k) = run_tag();
     let names = ["a", "b"];
-    let mut net = Netns {
-        namespaces: Vec::new(),
-        root_links: Vec::new(),
-        children: Vec::new(),
-    };
+    let mut net = Netns::new();
     for r in names {
-        let ns = format!("{tag}-{r}");
-        if let Err(e) = ip(&["netns", "add", &ns]) {
+        if let Err(e) = net.add_namespace(&format!("{tag}-{r}")) {
             return unavailable(&e);
         }
-        net.namespaces.push(ns);
     }
     let ns = net.namespaces.clone();
     let mut http_ips = Vec::new();
     for (i, r) in names.iter().enumerate() {
         let (root_if, ns_if) = (format!("{tag}m{r}r"), format!("{tag}m{r}n"));
-        let (root_ip, ns_ip) = (
-            format!("10.213.{k}.{}", 4 * i + 1),
-            format!("10.213.{k}.{}", 4 * i + 2),
-        );
-        ip_ok(&["-n", &ns[i], "link", "set", "lo", "up"]);
-        ip_ok(&[
-            "link", "add", &root_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns[i],
-        ]);
-        net.root_links.push(root_if.clone());
-        ip_ok(&["addr", "add", &format!("{root_ip}/30"), "dev", &root_if]);
-        ip_ok(&["link", "set", &root_if, "up"]);
-        ip_ok(&[
-            "-n",
-            &ns[i],
-            "addr",
-            "add",
-            &format!("{ns_ip}/30"),
-            "dev",
-            &ns_if,
-        ]);
-        ip_ok(&["-n", &ns[i], "link", "set", &ns_if, "up"]);
-        http_ips.push(ns_ip);
+        http_ips.push(net.management_link(&ns[i], (&root_if, &ns_if), &format!("10.213.{k}"), i));
     }
     // The wan: one veth pair straight between the two namespaces.
     let wan = [format!("{tag}wa"), format!("{tag}wb")];
@@ -370,7 +414,7 @@ async fn a_real_partition_between_namespaces_heals_and_both_sides_converge() {
             ),
         )
         .unwrap();
-        let (child, url) = spawn_in(&ns[i], &config, token);
+        let (child, url) = spawn_in(&ns[i], &config, token, &[]);
         net.children.push(child);
         regions.push(NsRegion {
             url,
