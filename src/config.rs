@@ -104,6 +104,14 @@ pub struct ReplicationConfig {
     /// low; in production each comparison costs a digest snapshot, so seconds are plenty.
     #[serde(default = "default_digest_interval_ms")]
     pub digest_interval_ms: u64,
+    /// How often tombstones that every region has seen are collected (their Automerge history
+    /// dropped, their id kept so it is never reused and late changes are ignored). 0: never.
+    #[serde(default = "default_tombstone_gc_interval_ms")]
+    pub tombstone_gc_interval_ms: u64,
+}
+
+fn default_tombstone_gc_interval_ms() -> u64 {
+    60_000
 }
 
 fn default_lookup_timeout_ms() -> u64 {

@@ -283,6 +283,7 @@ pub async fn start(
         status.clone(),
         stop_rx,
         transport,
+        Duration::from_millis(cfg.tombstone_gc_interval_ms),
     ));
     Ok(Node {
         addr,
@@ -336,8 +337,11 @@ async fn run(
     status: Arc<Mutex<Value>>,
     mut stop: watch::Receiver<bool>,
     transport: Arc<Transport>,
+    gc_interval: Duration,
 ) {
     let start = Instant::now();
+    let mut next_gc = Instant::now() + gc_interval;
+    let gc_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let now = || start.elapsed().as_millis() as Millis;
     let mut rep = Replicator::new(config, &StoreLog(&store), now());
     // peer → (connection id, outgoing queue)
@@ -526,9 +530,86 @@ async fn run(
                 })
             })
             .collect();
+        if !gc_interval.is_zero()
+            && Instant::now() >= next_gc
+            && !gc_running.load(std::sync::atomic::Ordering::Acquire)
+        {
+            next_gc = Instant::now() + gc_interval;
+            if let Some(seen) = seen_everywhere(rep.hwm(), &rep.peer_status(now())) {
+                gc_running.store(true, std::sync::atomic::Ordering::Release);
+                let (store, running) = (store.clone(), gc_running.clone());
+                tokio::task::spawn_blocking(move || {
+                    match store.collect_tombstones(&seen) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            collected = n,
+                            "collected tombstones every region has seen"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "collecting tombstones failed"),
+                    }
+                    running.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+        }
         if let Ok(mut s) = status.lock() {
             *s = json!({"region": rep.region(), "hwm": rep.hwm(), "peers": peers});
         }
     }
     transport.close();
+}
+
+/// Per origin, the lowest mark among this region and every peer it knows (the regions of its
+/// config and any that connected): what every region has seen. `None` while some peer has not
+/// told its marks yet (it may lack anything).
+fn seen_everywhere(
+    own: &crate::replication::wire::Hwm,
+    peers: &[crate::replication::protocol::PeerStatus],
+) -> Option<crate::replication::wire::Hwm> {
+    if peers.iter().any(|p| p.has.is_empty()) {
+        return None;
+    }
+    Some(
+        own.iter()
+            .map(|(origin, mark)| {
+                let low = peers
+                    .iter()
+                    .map(|p| p.has.get(origin).copied().unwrap_or(0))
+                    .fold(*mark, u64::min);
+                (origin.clone(), low)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::protocol::PeerStatus;
+
+    fn peer(name: &str, has: &[(&str, u64)]) -> PeerStatus {
+        PeerStatus {
+            peer: name.into(),
+            connected: true,
+            has: has.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
+            behind_changes: 0,
+            oldest_unacked_age: None,
+            in_flight: 0,
+            sent_entries: 0,
+            forwarded_entries: 0,
+            received_entries: 0,
+            duplicate_entries: 0,
+            retransmits: 0,
+        }
+    }
+
+    #[test]
+    fn what_every_region_has_seen_is_the_lowest_mark_and_unknown_until_every_peer_told() {
+        let own: crate::replication::wire::Hwm =
+            [("a".to_string(), 10), ("b".to_string(), 4)].into();
+        let peers = [peer("b", &[("a", 7), ("b", 4)]), peer("c", &[("a", 9)])];
+        let seen = seen_everywhere(&own, &peers).unwrap();
+        assert_eq!(seen, [("a".to_string(), 7), ("b".to_string(), 0)].into());
+        let silent = [peer("b", &[("a", 7)]), peer("c", &[])];
+        assert_eq!(seen_everywhere(&own, &silent), None);
+    }
 }

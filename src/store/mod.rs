@@ -287,18 +287,46 @@ fn xor_into(acc: &mut [u8; 32], delta: &[u8; 32]) {
 }
 
 /// A document's term in the heads digest: sha256(key, sorted heads); zero for no document.
+/// A tombstone's term is sha256(key, "deleted") whatever its heads, so collecting it (see
+/// [`Store::collect_tombstones`]) leaves the digest as it was, and regions that collected at
+/// different times still compare equal.
 fn heads_term(key: &[u8], doc: &mut AutoCommit) -> [u8; 32] {
     let mut heads = doc.get_heads();
     if heads.is_empty() {
         return [0; 32];
     }
-    heads.sort();
     let mut h = <sha2::Sha256 as sha2::Digest>::new();
     sha2::Digest::update(&mut h, key);
-    for head in &heads {
-        sha2::Digest::update(&mut h, head.0);
+    if doc::is_deleted(doc) {
+        sha2::Digest::update(&mut h, b"deleted");
+    } else {
+        heads.sort();
+        for head in &heads {
+            sha2::Digest::update(&mut h, head.0);
+        }
     }
     sha2::Digest::finalize(h).into()
+}
+
+/// The meta key of a tombstone waiting to be collected.
+fn tomb_key(doc_key: &[u8]) -> Vec<u8> {
+    let mut k = b"tomb\0".to_vec();
+    k.extend_from_slice(doc_key);
+    k
+}
+
+/// What a collected tombstone leaves in `docs`: an empty value. The key stays, so the id is
+/// never reused and changes that still arrive for it are dropped (delete wins).
+const COLLECTED: &[u8] = b"";
+
+/// A tombstone waiting for every region to see its delete.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tomb {
+    tenant: String,
+    id: String,
+    /// This region's marks when the delete took effect here: a region whose marks reach these
+    /// holds every change this region had, the delete and its dependencies included.
+    marks: std::collections::BTreeMap<String, u64>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -776,6 +804,9 @@ impl Store {
         let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
         self.stage_view(&mut batch, tenant, kind, id, Some(&old_view), None)?;
         let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
+        let mut marks = self.marks.hwm();
+        marks.insert(self.region.clone(), seq);
+        self.stage_tomb(&mut batch, &key, tenant, id, &marks)?;
         self.commit(batch, &[seq], None, delta)?;
         self.cache_put(key, doc);
         Ok(())
@@ -795,6 +826,9 @@ impl Store {
                 let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_DOCS), key)? else {
                     return Err(StoreError::NotFound(id.to_string()));
                 };
+                if bytes.as_ref() == COLLECTED {
+                    return Err(StoreError::NotFound(id.to_string()));
+                }
                 AutoCommit::load(&bytes)?.with_actor(self.actor.clone())
             }
         };
@@ -1043,7 +1077,17 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut merge = Merge::default();
         let mut loaded = Vec::new();
+        let mut tomb_marks = self.marks.hwm();
+        if let Some((seq, _)) = fresh.last() {
+            tomb_marks.insert(origin.to_string(), *seq);
+        }
         for (key, (first, changes)) in by_doc {
+            if self.is_collected(&key)? {
+                // Every region saw the delete; what still arrives for it was concurrent with
+                // it or older, and the delete wins.
+                report.applied += changes.len();
+                continue;
+            }
             let mut doc = self.load_any(&key)?;
             let before = Before::of(&key, &mut doc)?;
             for bytes in changes {
@@ -1053,6 +1097,9 @@ impl Store {
             }
             let resource = (first.tenant.as_str(), first.kind, first.id.as_str());
             self.stage_merged(&mut batch, resource, &mut doc, before, &mut merge)?;
+            if doc::is_deleted(&doc) {
+                self.stage_tomb(&mut batch, &key, &first.tenant, &first.id, &tomb_marks)?;
+            }
             loaded.push((key, doc));
         }
         let seqs: Vec<u64> = fresh.iter().map(|(seq, _)| *seq).collect();
@@ -1088,7 +1135,10 @@ impl Store {
         };
         let key = keys::resource(tenant, kind, &id);
         let _g = lock(&self.id_locks[stripe((tenant.as_str(), id.as_str()))]);
-        Ok(self.db.get_cf(self.cf(CF_DOCS), &key)?)
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_DOCS), &key)?
+            .filter(|b| b.as_slice() != COLLECTED))
     }
 
     /// Merge a document a peer sent (for `tenant`) into the local one and re-materialise it.
@@ -1100,6 +1150,9 @@ impl Store {
         let id = doc::id_of(&incoming)?;
         let key = keys::resource(tenant, kind, &id);
         let _g = lock(&self.id_locks[stripe((tenant, id.as_str()))]);
+        if self.is_collected(&key)? {
+            return Ok((kind, id));
+        }
         let mut doc = self.load_any(&key)?;
         let before = Before::of(&key, &mut doc)?;
         doc.load_incremental(bytes)?;
@@ -1278,6 +1331,93 @@ impl Store {
         Ok(())
     }
 
+    /// Is this document a collected tombstone?
+    fn is_collected(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_DOCS), key)?
+            .is_some_and(|b| b.as_ref() == COLLECTED))
+    }
+
+    /// Remember a tombstone for collection (once: the first marks it was seen at are kept).
+    fn stage_tomb(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        tenant: &str,
+        id: &str,
+        marks: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let tk = tomb_key(key);
+        if self.db.get_pinned_cf(self.cf(CF_META), &tk)?.is_some() {
+            return Ok(());
+        }
+        let tomb = Tomb {
+            tenant: tenant.into(),
+            id: id.into(),
+            marks: marks.clone(),
+        };
+        let json = serde_json::to_vec(&tomb).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.put_cf(self.cf(CF_META), tk, json);
+        Ok(())
+    }
+
+    /// Collect the tombstones every region has seen: `seen` is, per origin, the lowest mark
+    /// among all regions of the cluster (this one included). A tombstone whose delete took
+    /// effect here at marks that `seen` reaches is replaced by an empty value: its Automerge
+    /// history goes, its key stays (the id is never reused, later changes for it are dropped,
+    /// lookups answer nothing). The caller must pass marks of *every* region, or none: a region
+    /// it does not know about may not have the delete. Returns how many were collected.
+    pub fn collect_tombstones(
+        &self,
+        seen: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<usize, StoreError> {
+        let prefix = b"tomb\0".to_vec();
+        let mut ready = Vec::new();
+        for r in self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = r?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let tomb: Tomb = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("tombstone record: {e}")))?;
+            let everywhere = tomb
+                .marks
+                .iter()
+                .all(|(origin, mark)| seen.get(origin).is_some_and(|s| s >= mark));
+            if everywhere {
+                ready.push((k[prefix.len()..].to_vec(), k.to_vec(), tomb));
+            }
+        }
+        let mut collected = 0;
+        for (key, tk, tomb) in ready {
+            let _g = lock(&self.id_locks[stripe((tomb.tenant.as_str(), tomb.id.as_str()))]);
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(self.cf(CF_META), &tk);
+            match self.db.get_pinned_cf(self.cf(CF_DOCS), &key)? {
+                Some(bytes) if bytes.as_ref() != COLLECTED => {
+                    if !doc::is_deleted(&AutoCommit::load(&bytes)?) {
+                        return Err(StoreError::Corrupt(
+                            "a tombstone record for a live document".into(),
+                        ));
+                    }
+                    batch.put_cf(self.cf(CF_DOCS), &key, COLLECTED);
+                    collected += 1;
+                }
+                _ => {}
+            }
+            self.db.write_opt(batch, &self.write_opts)?;
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop(&key);
+        }
+        Ok(collected)
+    }
+
     /// Count conflict records indexed by a committed batch.
     fn count_indexed(&self, rules: &[Rule]) {
         for rule in rules {
@@ -1321,8 +1461,8 @@ impl Store {
     ) -> Result<Option<AutoCommit>, StoreError> {
         let key = keys::resource(tenant, kind, id);
         match self.db.get_pinned_cf(self.cf(CF_DOCS), &key)? {
-            Some(bytes) => Ok(Some(AutoCommit::load(&bytes)?)),
-            None => Ok(None),
+            Some(bytes) if bytes.as_ref() != COLLECTED => Ok(Some(AutoCommit::load(&bytes)?)),
+            _ => Ok(None),
         }
     }
 
@@ -1609,6 +1749,60 @@ mod tests {
             us.get("t", ResourceKind::User, &old).unwrap()
         );
         assert_eq!(eu.digest().map(|d| d.1), us.digest().map(|d| d.1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tombstones_are_collected_once_every_region_saw_the_delete_and_stay_deleted() {
+        let dir = std::env::temp_dir().join(format!("geoscim-tomb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (eu, us) = (open(&dir.join("eu"), "eu"), open(&dir.join("us"), "us"));
+        let bob = user(&eu, "bob");
+        sync(&eu, &us);
+        // us updates bob concurrently with eu's delete; the update reaches eu only later.
+        set(&us, &bob, "title", json!("late"), false);
+        eu.delete("t", ResourceKind::User, &bob, None).unwrap();
+        // Nothing is collected before every region's marks reach the delete (us has eu's
+        // first entry only).
+        let seen: std::collections::BTreeMap<String, u64> = us
+            .log_hwm()
+            .into_iter()
+            .filter(|(o, _)| o == "eu")
+            .collect();
+        assert_eq!(seen.get("eu"), Some(&1));
+        assert_eq!(eu.collect_tombstones(&seen).unwrap(), 0);
+        assert!(eu
+            .document("t", ResourceKind::User, &bob)
+            .unwrap()
+            .is_some());
+        sync(&eu, &us);
+        let seen = us
+            .log_hwm()
+            .into_iter()
+            .filter(|(o, _)| o == "eu")
+            .collect();
+        assert_eq!(eu.collect_tombstones(&seen).unwrap(), 1);
+        assert!(eu
+            .document("t", ResourceKind::User, &bob)
+            .unwrap()
+            .is_none());
+        assert_eq!(eu.collect_tombstones(&seen).unwrap(), 0);
+        // The late concurrent update is dropped: still deleted, and a new POST gets a new id.
+        sync(&us, &eu);
+        assert!(eu.get("t", ResourceKind::User, &bob).unwrap().is_none());
+        assert!(us.get("t", ResourceKind::User, &bob).unwrap().is_none());
+        assert!(eu
+            .export(&Lookup::Id {
+                tenant: "t".into(),
+                kind: ResourceKind::User,
+                id: bob.clone()
+            })
+            .unwrap()
+            .is_none());
+        assert_ne!(user(&eu, "bob"), bob);
+        // Collected here, not yet in us: the digests still agree.
+        sync(&eu, &us);
+        assert_eq!(eu.digest(), us.digest());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
