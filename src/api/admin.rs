@@ -41,16 +41,7 @@ async fn authenticate_admin(
     request: Request,
     next: Next,
 ) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_string())
-        });
+    let token = super::bearer_token(request.headers());
     let Some(token) = token else {
         return ApiError(ScimError::Unauthorized(
             "an admin bearer token is required".into(),
