@@ -69,9 +69,8 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let dir = std::env::temp_dir().join(format!("geoscim-bench-conflicts-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (eu, us) = (open(&dir, "eu"), open(&dir, "us"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (eu, us) = (open(dir.path(), "eu"), open(dir.path(), "us"));
 
     let mut ids = Vec::with_capacity(users);
     for i in 0..users {
@@ -187,6 +186,4 @@ fn main() {
         records_written,
         record_json / page.len().max(1)
     );
-    drop((eu, us));
-    let _ = std::fs::remove_dir_all(&dir);
 }

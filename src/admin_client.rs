@@ -25,15 +25,31 @@ pub enum AdminClientError {
     Body { url: String, message: String },
 }
 
-/// The filters and paging of `GET /admin/v1/conflicts`; `None` leaves a parameter out.
-#[derive(Debug, Clone, Default)]
+/// The filters and paging of `GET /admin/v1/conflicts`; `None` leaves a parameter out. Also
+/// the flags of `geoscim conflicts`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConflictFilter {
+    /// Only this tenant's conflicts.
+    #[arg(long)]
     pub tenant: Option<String>,
+    /// Only this rule: sticky-deactivation, delete-wins, username-merge,
+    /// membership-remove-wins or concurrent-scalar.
+    #[arg(long)]
     pub rule: Option<String>,
+    /// Only conflicts of this resource id.
+    #[arg(long)]
     pub resource: Option<String>,
+    /// Only conflicts at or after this RFC 3339 time.
+    #[arg(long)]
     pub since: Option<String>,
+    /// Only conflicts before this RFC 3339 time.
+    #[arg(long)]
     pub until: Option<String>,
+    /// 1-based index of the first conflict shown.
+    #[arg(long)]
     pub start_index: Option<usize>,
+    /// At most this many conflicts (the region caps it at `scim.max_page_size`).
+    #[arg(long)]
     pub count: Option<usize>,
 }
 

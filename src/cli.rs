@@ -58,28 +58,8 @@ pub enum Command {
         /// An admin token (`geoscim token create --admin`); tenant tokens are refused.
         #[arg(long, env = "GEOSCIM_ADMIN_TOKEN", hide_env_values = true)]
         token: String,
-        /// Only this tenant's conflicts.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Only this rule: sticky-deactivation, delete-wins, username-merge,
-        /// membership-remove-wins or concurrent-scalar.
-        #[arg(long)]
-        rule: Option<String>,
-        /// Only conflicts of this resource id.
-        #[arg(long)]
-        resource: Option<String>,
-        /// Only conflicts at or after this RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
-        /// Only conflicts before this RFC 3339 time.
-        #[arg(long)]
-        until: Option<String>,
-        /// 1-based index of the first conflict shown.
-        #[arg(long)]
-        start_index: Option<usize>,
-        /// At most this many conflicts (the region caps it at `scim.max_page_size`).
-        #[arg(long)]
-        count: Option<usize>,
+        #[command(flatten)]
+        filter: crate::admin_client::ConflictFilter,
         /// Print the admin API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -107,26 +87,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conflicts {
             url,
             token,
-            tenant,
-            rule,
-            resource,
-            since,
-            until,
-            start_index,
-            count,
+            filter,
             json,
-        } => {
-            let filter = crate::admin_client::ConflictFilter {
-                tenant,
-                rule,
-                resource,
-                since,
-                until,
-                start_index,
-                count,
-            };
-            conflicts(&url, &token, filter, json).await
-        }
+        } => conflicts(&url, &token, filter, json).await,
         Command::Certs {
             out,
             regions,

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use super::{blocking, not_allowed, not_found, token_hash, ApiError, AppState};
 use crate::conflict::history::history;
 use crate::conflict::{ConflictQuery, Rule};
+use crate::scim::list;
 use crate::scim::schema::ResourceKind;
 use crate::scim::ScimError;
 
@@ -111,8 +112,8 @@ pub fn conflict_query(
             "resource" => q.resource_id = Some(value),
             "since" => q.since = Some(comparable_time("since", &value)?),
             "until" => q.until = Some(comparable_time("until", &value)?),
-            "startIndex" => q.start_index = int("startIndex", &value)?.max(1) as usize,
-            _ => q.count = (int("count", &value)?.max(0) as usize).min(max_count),
+            "startIndex" => q.start_index = list::start_index(list::parse_int_text(&name, &value)?),
+            _ => q.count = list::page_size(list::parse_int_text(&name, &value)?, max_count),
         }
     }
     Ok(q)
@@ -139,25 +140,6 @@ fn comparable_time(name: &str, text: &str) -> Result<String, ApiError> {
         t.second(),
         t.nanosecond()
     ))
-}
-
-/// A decimal integer, saturating (a huge `startIndex` is past the end, not malformed).
-fn int(name: &str, text: &str) -> Result<i64, ApiError> {
-    let t = text.trim();
-    let (negative, digits) = match t.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ScimError::BadRequest(format!(
-            "query parameter '{name}' must be an integer, got {text:?}"
-        ))
-        .into());
-    }
-    let n = digits.bytes().fold(0i64, |n, b| {
-        n.saturating_mul(10).saturating_add(i64::from(b - b'0'))
-    });
-    Ok(if negative { -n } else { n })
 }
 
 fn json_response(body: &Value) -> Response {

@@ -20,10 +20,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{ActorId, AutoCommit, Change};
+use automerge::{AutoCommit, Change};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{ATTRS, CONFLICTS, CREATED, DELETED, GENESIS_ACTOR, HEADER, MEMBERS};
+use super::{member_attribute, region_of, rfc3339_millis};
 
 /// What a change did to the resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,7 +106,7 @@ pub fn history(doc: &mut AutoCommit) -> Vec<HistoryEntry> {
         };
         out.push(HistoryEntry {
             at: rfc3339_millis(change.timestamp()),
-            region: region_name(&actor),
+            region: region_of(actor.to_bytes()),
             action,
             attributes: touched.attributes.into_iter().collect(),
             change: change.hash().to_string(),
@@ -209,39 +210,6 @@ impl Touched {
     }
 }
 
-/// The SCIM path of one member, as PATCH and conflict records write it.
-fn member_attribute(id: &str) -> String {
-    format!(
-        "members[value eq \"{}\"]",
-        id.replace('\\', "\\\\").replace('"', "\\\"")
-    )
-}
-
-/// The region name of an actor: its bytes as UTF-8 (the store's actors are region names), else
-/// hex.
-fn region_name(actor: &ActorId) -> String {
-    match std::str::from_utf8(actor.to_bytes()) {
-        Ok(s) => s.to_string(),
-        Err(_) => actor.to_hex_string(),
-    }
-}
-
-/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
-fn rfc3339_millis(millis: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 /// Kahn's algorithm over the dependency graph: every change after its dependencies; among the
 /// changes ready at once, the earliest (time, actor, hash) first.
 fn causal_order(changes: Vec<Change>) -> Vec<Change> {
@@ -291,7 +259,7 @@ fn causal_order(changes: Vec<Change>) -> Vec<Change> {
 mod tests {
     use super::*;
     use automerge::transaction::{CommitOptions, Transactable};
-    use automerge::{ObjId, ObjType, ReadDoc, ROOT};
+    use automerge::{ActorId, ObjId, ObjType, ReadDoc, ROOT};
 
     fn actor(name: &str) -> ActorId {
         ActorId::from(name.as_bytes())

@@ -137,13 +137,13 @@ pub fn collision_name(user_name: &str, loser_id: &str) -> String {
     format!("{user_name}~conflict-{short}")
 }
 
-/// The record of one losing claim.
+/// The record of one losing claim. Everything in it derives from the claims, so every region
+/// that resolves the collision writes the same record (its time is the later creation).
 pub fn collision_record(
     tenant: &str,
     user_name: &str,
     survivor: &Claim,
     loser: &Claim,
-    resolved_at: &str,
 ) -> Conflict {
     let res = Resource {
         tenant,
@@ -151,35 +151,20 @@ pub fn collision_record(
         id: &loser.id,
     };
     let renamed = collision_name(user_name, &loser.id);
-    let mut h = Sha256::new();
-    for part in [
-        tenant,
-        "User",
-        &loser.id,
-        "userName",
-        &survivor.id,
-        user_name,
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    let mut c = record(
+    record(
         res,
         "userName",
         Rule::UsernameMerge,
         (
-            &ObjId::Root,
+            survivor.id.clone(),
             cand(json!(user_name), &survivor.created_by, &survivor.created_at),
         ),
         (
-            String::new(),
+            format!("{} as {user_name}", loser.id),
             cand(json!(user_name), &loser.created_by, &loser.created_at),
         ),
         json!({"userName": renamed, "active": false, "survivor": survivor.id}),
-    );
-    c.id = hex::encode(&h.finalize()[..16]);
-    c.at = resolved_at.to_string();
-    c
+    )
 }
 
 /// Where and when a document was created (the earliest `c`), if it has been.
@@ -238,7 +223,7 @@ fn creates(
             res,
             "userName",
             Rule::UsernameMerge,
-            (&win_id, cand(user_name.clone(), &w_region, &w_at)),
+            (op_name(&win_id), cand(user_name.clone(), &w_region, &w_at)),
             (op_name(id), cand(user_name.clone(), &region, &at)),
             user_name.clone(),
         ));
@@ -276,7 +261,7 @@ fn sticky(
             res,
             ACTIVE,
             Rule::StickyDeactivation,
-            (&off.2, cand(json!(false), &off.1 .0, &off.1 .1)),
+            (op_name(&off.2), cand(json!(false), &off.1 .0, &off.1 .1)),
             (op_name(&on.2), cand(json!(true), &on.1 .0, &on.1 .1)),
             json!(false),
         ));
@@ -322,13 +307,16 @@ fn members(
         else {
             continue;
         };
-        let attribute = format!("members[value eq \"{member}\"]");
+        let attribute = member_attribute(&member);
         for add in entries.iter().filter(|e| e.0) {
             out.push(record(
                 res,
                 &attribute,
                 Rule::MembershipRemoveWins,
-                (&removal.3, cand(Json::Null, &removal.2 .0, &removal.2 .1)),
+                (
+                    op_name(&removal.3),
+                    cand(Json::Null, &removal.2 .0, &removal.2 .1),
+                ),
                 (op_name(&add.3), cand(add.1.clone(), &add.2 .0, &add.2 .1)),
                 Json::Null,
             ));
@@ -373,7 +361,7 @@ fn scalar(
             res,
             key,
             Rule::ConcurrentScalar,
-            (&win_id, cand(winner.clone(), &w_region, &w_at)),
+            (op_name(&win_id), cand(winner.clone(), &w_region, &w_at)),
             (op_name(&id), cand(loser, &region, &at)),
             winner.clone(),
         ));
@@ -396,13 +384,14 @@ fn delete_wins(
         return Ok(());
     };
     // The objects an update writes into: the attributes map and the members map.
-    let targets: Vec<(u64, Vec<u8>)> = [map_at(doc, &ROOT, ATTRS)?]
+    let attrs = map_at(doc, &ROOT, ATTRS)?;
+    let members = match &attrs {
+        Some(a) => map_at(doc, a, MEMBERS)?,
+        None => None,
+    };
+    let targets: Vec<(u64, Vec<u8>)> = [attrs, members]
         .into_iter()
         .flatten()
-        .chain(match map_at(doc, &ROOT, ATTRS)? {
-            Some(a) => map_at(doc, &a, MEMBERS)?,
-            None => None,
-        })
         .filter_map(|o| match o {
             ObjId::Id(counter, actor, _) => Some((counter, actor.to_bytes().to_vec())),
             ObjId::Root => None,
@@ -425,13 +414,13 @@ fn delete_wins(
         if !updates {
             continue;
         }
-        let region = String::from_utf8_lossy(change.actor_id().to_bytes()).into_owned();
+        let region = region_of(change.actor_id().to_bytes());
         let at = rfc3339_millis(change.timestamp());
         out.push(record(
             res,
             "(resource)",
             Rule::DeleteWins,
-            (&del_id, cand(Json::Null, &d_region, &d_at)),
+            (op_name(&del_id), cand(Json::Null, &d_region, &d_at)),
             (
                 hex::encode(change.hash().0),
                 cand(json!("update"), &region, &at),
@@ -442,12 +431,13 @@ fn delete_wins(
     Ok(())
 }
 
-/// Build a record; its id hashes the resource, attribute, rule and both ops.
+/// Build a record; its id hashes the resource, attribute, rule and both ops (stable names of
+/// the winning and losing writes).
 fn record(
     res: Resource<'_>,
     attribute: &str,
     rule: Rule,
-    (win_op, winner): (&ObjId, Candidate),
+    (win_op, winner): (String, Candidate),
     (lose_op, loser): (String, Candidate),
     outcome: Json,
 ) -> Conflict {
@@ -458,7 +448,7 @@ fn record(
         res.id,
         attribute,
         rule.as_str(),
-        &op_name(win_op),
+        &win_op,
         &lose_op,
     ] {
         h.update(part.as_bytes());
@@ -532,15 +522,38 @@ fn stamp_at(doc: &AutoCommit, obj: &ObjId) -> Result<(String, String), ConflictE
     Ok((s(BY)?, s(AT)?))
 }
 
-/// RFC 3339 from the milliseconds the store writes as a change's time.
-pub fn rfc3339_millis(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+/// Milliseconds since the epoch (what the store writes as a change's time) as RFC 3339 UTC
+/// with milliseconds.
+pub fn rfc3339_millis(millis: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The SCIM path of one member, as PATCH, conflict records and histories write it.
+pub fn member_attribute(id: &str) -> String {
+    format!(
+        "members[value eq \"{}\"]",
+        id.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+/// The region that wrote a change, from its actor's bytes: the store's actors are region
+/// names (UTF-8), anything else shows as hex.
+pub fn region_of(actor: &[u8]) -> String {
+    match std::str::from_utf8(actor) {
+        Ok(s) => s.to_string(),
+        Err(_) => hex::encode(actor),
+    }
 }
 
 /// The document's changes, indexed on first use (only documents with a conflict pay for it).
@@ -585,10 +598,7 @@ impl Changes {
     /// The region and time of the change holding `op`.
     fn origin(&mut self, doc: &mut AutoCommit, op: &ObjId) -> (String, String) {
         match self.find(doc, op) {
-            Some((actor, ms, _)) => (
-                String::from_utf8_lossy(&actor).into_owned(),
-                rfc3339_millis(ms),
-            ),
+            Some((actor, ms, _)) => (region_of(&actor), rfc3339_millis(ms)),
             None => (String::new(), String::new()),
         }
     }

@@ -511,9 +511,9 @@ async fn run(
                 i += 1;
             }
         }
-        let peers: Vec<Value> = rep
-            .peer_status(now())
-            .into_iter()
+        let statuses = rep.peer_status(now());
+        let peers: Vec<Value> = statuses
+            .iter()
             .map(|p| {
                 let w = observed.entry(p.peer.clone()).or_default();
                 let traffic = w.traffic();
@@ -535,7 +535,7 @@ async fn run(
             && !gc_running.load(std::sync::atomic::Ordering::Acquire)
         {
             next_gc = Instant::now() + gc_interval;
-            if let Some(seen) = seen_everywhere(rep.hwm(), &rep.peer_status(now())) {
+            if let Some(seen) = seen_everywhere(rep.hwm(), &statuses) {
                 gc_running.store(true, std::sync::atomic::Ordering::Release);
                 let (store, running) = (store.clone(), gc_running.clone());
                 tokio::task::spawn_blocking(move || {

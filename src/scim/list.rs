@@ -95,7 +95,7 @@ pub fn parse_query(params: &[(String, String)], limits: &ListLimits) -> ScimResu
                 query.descending = parse_sort_order(value).map_err(ScimError::BadRequest)?
             }
             "startindex" => query.start_index = start_index(parse_int_text(name, value)?),
-            "count" => query.count = page_size(parse_int_text(name, value)?, limits),
+            "count" => query.count = page_size(parse_int_text(name, value)?, limits.max_count),
             "attributes" => query.attributes = parse_attr_list(value.split(','))?,
             _ => query.excluded_attributes = parse_attr_list(value.split(','))?,
         }
@@ -135,7 +135,7 @@ pub fn parse_search(body: &Value, limits: &ListLimits) -> ScimResult<ListQuery> 
                     parse_sort_order(json_str(name, value)?).map_err(ScimError::InvalidValue)?;
             }
             "startindex" => query.start_index = start_index(json_int(name, value)?),
-            "count" => query.count = page_size(json_int(name, value)?, limits),
+            "count" => query.count = page_size(json_int(name, value)?, limits.max_count),
             "attributes" => query.attributes = json_attr_list(name, value)?,
             _ => query.excluded_attributes = json_attr_list(name, value)?,
         }
@@ -203,7 +203,7 @@ fn parse_sort_order(text: &str) -> Result<bool, String> {
 
 /// A decimal integer from query text, saturating instead of failing on huge values (a huge
 /// `startIndex` is merely past the end, not malformed).
-fn parse_int_text(name: &str, text: &str) -> ScimResult<i64> {
+pub fn parse_int_text(name: &str, text: &str) -> ScimResult<i64> {
     let trimmed = text.trim();
     let (negative, digits) = match trimmed.strip_prefix('-') {
         Some(d) => (true, d),
@@ -271,15 +271,15 @@ fn parse_attr_list<'a>(pieces: impl Iterator<Item = &'a str>) -> ScimResult<Vec<
 }
 
 /// RFC 7644 §3.4.2.4: a `startIndex` below 1 is interpreted as 1.
-fn start_index(requested: i64) -> usize {
+pub fn start_index(requested: i64) -> usize {
     usize::try_from(requested.max(1)).unwrap_or(usize::MAX)
 }
 
 /// RFC 7644 §3.4.2.4: a negative `count` is 0; more than the maximum is capped.
-fn page_size(requested: i64, limits: &ListLimits) -> usize {
+pub fn page_size(requested: i64, max_count: usize) -> usize {
     usize::try_from(requested.max(0))
         .unwrap_or(usize::MAX)
-        .min(limits.max_count)
+        .min(max_count)
 }
 
 // ---------------------------------------------------------------------------------------------

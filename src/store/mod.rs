@@ -224,7 +224,8 @@ struct Merge {
     delta: [u8; 32],
     /// Rules of the conflict records newly indexed.
     indexed: Vec<Rule>,
-    /// Live users merged, whose userName must be checked for a collision after the commit.
+    /// (tenant, userName) of live users whose userName the merge set or changed: checked for a
+    /// collision after the commit.
     users: Vec<(String, String)>,
 }
 
@@ -1221,9 +1222,6 @@ impl Store {
                     merge.indexed.push(record.rule);
                 }
             }
-            if kind == ResourceKind::User && !doc::is_deleted(doc) {
-                merge.users.push((tenant.to_string(), id.to_string()));
-            }
         }
         let old_view = match self.db.get_pinned_cf(self.cf(CF_VIEWS), &key)? {
             Some(b) => Some(
@@ -1237,6 +1235,18 @@ impl Store {
         } else {
             Some(doc::materialize(doc, kind)?)
         };
+        // Only a user whose userName the merge set or changed can now collide with another.
+        let user_name = |v: Option<&Value>| {
+            v.and_then(|v| v["userName"].as_str())
+                .map(ids::normalize_case_insensitive)
+        };
+        if kind == ResourceKind::User {
+            if let Some(name) = new_view.as_ref().and_then(|v| v["userName"].as_str()) {
+                if user_name(old_view.as_ref()) != user_name(new_view.as_ref()) {
+                    merge.users.push((tenant.to_string(), name.to_string()));
+                }
+            }
+        }
         let delta = self.stage_doc(batch, &key, before.term, doc, None);
         xor_into(&mut merge.delta, &delta);
         self.stage_view(
@@ -1271,14 +1281,8 @@ impl Store {
     /// keeps its survivor; every loser is renamed, deactivated and the decision recorded on it.
     /// Every region that sees the collision writes the same, so their copies merge into one.
     fn settle_user_names(&self, touched: &[(String, String)]) -> Result<(), StoreError> {
-        for (tenant, id) in touched {
-            let Some(stored) = self.get(tenant, ResourceKind::User, id)? else {
-                continue;
-            };
-            let Some(name) = stored.view["userName"].as_str().map(str::to_string) else {
-                continue;
-            };
-            let holders = self.lookup(tenant, ResourceKind::User, "userName", &name)?;
+        for (tenant, name) in touched {
+            let holders = self.lookup(tenant, ResourceKind::User, "userName", name)?;
             if holders.len() < 2 {
                 continue;
             }
@@ -1302,9 +1306,8 @@ impl Store {
                 continue;
             };
             for loser in claims.iter().filter(|c| c.id != survivor.id) {
-                let record =
-                    conflict::collision_record(tenant, &name, &survivor, loser, &self.stamp().at);
-                let renamed = conflict::collision_name(&name, &loser.id);
+                let record = conflict::collision_record(tenant, name, &survivor, loser);
+                let renamed = conflict::collision_name(name, &loser.id);
                 tracing::warn!(
                     tenant, user_name = %name, survivor = %survivor.id, loser = %loser.id,
                     "two users held one userName; the loser is renamed and deactivated"
@@ -1711,9 +1714,8 @@ mod tests {
 
     #[test]
     fn a_rename_onto_a_concurrently_created_name_keeps_one_holder() {
-        let dir = std::env::temp_dir().join(format!("geoscim-rename-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (eu, us) = (open(&dir.join("eu"), "eu"), open(&dir.join("us"), "us"));
+        let (de, du) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (eu, us) = (open(de.path(), "eu"), open(du.path(), "us"));
         let old = user(&eu, "old");
         sync(&eu, &us);
         // Partitioned: eu renames "old" to "bob" while us creates "bob".
@@ -1749,14 +1751,12 @@ mod tests {
             us.get("t", ResourceKind::User, &old).unwrap()
         );
         assert_eq!(eu.digest().map(|d| d.1), us.digest().map(|d| d.1));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn tombstones_are_collected_once_every_region_saw_the_delete_and_stay_deleted() {
-        let dir = std::env::temp_dir().join(format!("geoscim-tomb-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (eu, us) = (open(&dir.join("eu"), "eu"), open(&dir.join("us"), "us"));
+        let (de, du) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (eu, us) = (open(de.path(), "eu"), open(du.path(), "us"));
         let bob = user(&eu, "bob");
         sync(&eu, &us);
         // us updates bob concurrently with eu's delete; the update reaches eu only later.
@@ -1803,14 +1803,12 @@ mod tests {
         // Collected here, not yet in us: the digests still agree.
         sync(&eu, &us);
         assert_eq!(eu.digest(), us.digest());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn the_heads_digest_matches_across_replicas_and_survives_a_restart() {
-        let dir = std::env::temp_dir().join(format!("geoscim-digest-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (eu, us) = (open(&dir.join("eu"), "eu"), open(&dir.join("us"), "us"));
+        let (de, du) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (eu, us) = (open(de.path(), "eu"), open(du.path(), "us"));
         let a = user(&eu, "a");
         user(&us, "b");
         set(&eu, &a, "active", json!(false), true);
@@ -1822,10 +1820,9 @@ mod tests {
         set(&us, &a, "title", json!("x"), false);
         assert_ne!(us.digest().unwrap().1, d_us.1);
         drop(us);
-        let us = open(&dir.join("us"), "us");
+        let us = open(du.path(), "us");
         sync(&us, &eu);
         assert_eq!(eu.digest(), us.digest());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{eventually_ok, Region};
+use crate::harness::{eventually_ok, health_json, Region};
 use crate::partition::{ip, ip_ok, is_root, run, run_tag, spawn_in, unavailable, Netns};
 
 const TOKEN: &str = "conflicts-test-token";
@@ -205,18 +205,7 @@ impl Node {
 
     /// `/health` (Null when it cannot be read).
     async fn health(&self) -> Value {
-        let h: Option<Value> = async {
-            self.client
-                .get(format!("{}/health", self.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
-        }
-        .await;
-        h.unwrap_or(Value::Null)
+        health_json(&self.client, &self.url).await
     }
 
     async fn all_peers_connected(&self, peers: usize) -> bool {

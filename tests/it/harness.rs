@@ -268,6 +268,22 @@ fn rand_suffix() -> String {
     )
 }
 
+/// A region's `/health` JSON (`Null` when it cannot be read: down, unreachable, not JSON).
+pub async fn health_json(client: &reqwest::Client, base_url: &str) -> Value {
+    let h: Option<Value> = async {
+        client
+            .get(format!("{base_url}/health"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+    .await;
+    h.unwrap_or(Value::Null)
+}
+
 /// Poll `f` until it returns `Some`, for at most `secs` seconds (replication is asynchronous).
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where

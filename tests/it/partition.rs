@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::eventually;
+use crate::harness::{eventually, health_json};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -264,18 +264,8 @@ impl NsRegion {
     }
 
     async fn peer_connected(&self) -> bool {
-        let h: Option<Value> = async {
-            self.client
-                .get(format!("{}/health", self.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
-        }
-        .await;
-        h.is_some_and(|h| h["replication"]["peers"][0]["connected"] == json!(true))
+        let h = health_json(&self.client, &self.url).await;
+        h["replication"]["peers"][0]["connected"] == json!(true)
     }
 }
 

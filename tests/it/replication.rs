@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, Region};
+use crate::harness::{eventually, health_json, Region};
 
 /// A cluster of regions described by config files in a temp dir.
 struct Cluster {
@@ -152,15 +152,7 @@ async fn a_write_in_one_region_is_read_in_the_others_with_the_same_version() {
         text.contains("geoscim_replication_received_entries_total{peer="),
         "{text}"
     );
-    let health: Value = regions[1]
-        .client
-        .get(format!("{}/health", regions[1].url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health_json(&regions[1].client, &regions[1].url).await;
     assert_eq!(
         health["replication"]["peers"].as_array().unwrap().len(),
         2,
@@ -222,15 +214,7 @@ async fn a_peer_with_a_foreign_certificate_is_refused() {
         user_named(&a, "intruder@example.com").await.is_none(),
         "a foreign peer's data was accepted"
     );
-    let health: Value = a
-        .client
-        .get(format!("{}/health", a.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health_json(&a.client, &a.url).await;
     let peers = health["replication"]["peers"].as_array().unwrap();
     assert!(
         peers.iter().all(|p| p["connected"] == json!(false)),
@@ -247,15 +231,7 @@ async fn sync_mode_answers_503_without_a_quorum_and_keeps_the_write() {
     let a = cluster.start("sa");
     let mut b = cluster.start("sb");
     eventually(20, "peers connected", || async {
-        let h: Value = a
-            .client
-            .get(format!("{}/health", a.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let h = health_json(&a.client, &a.url).await;
         (h["replication"]["peers"][0]["connected"] == json!(true)).then_some(())
     })
     .await;
@@ -454,15 +430,7 @@ async fn a_region_that_lags_asks_its_peers_instead_of_answering_404() {
 
 /// `/health`'s replication entry for `peer`, as `region` reports it.
 async fn peer_health(region: &Region, peer: &str) -> Value {
-    let health: Value = region
-        .client
-        .get(format!("{}/health", region.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health_json(&region.client, &region.url).await;
     health["replication"]["peers"]
         .as_array()
         .and_then(|peers| peers.iter().find(|p| p["peer"] == json!(peer)).cloned())
