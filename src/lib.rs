@@ -7,8 +7,13 @@
 //! - `scim`: the pure SCIM core: schemas and discovery documents, filters (parse, print,
 //!   evaluate), PATCH, validation of POST/PUT bodies, listing (sort, page, projection), errors.
 //!   No I/O.
-//! - `store`: the only code that touches RocksDB and Automerge: documents, materialised views,
-//!   indexes and the replication log, one synced write batch per request.
+//! - `conflict`: the pure conflict rules: the document layout they live in (`layout`), the
+//!   detection of what each merge decided (`detect`, one record per losing value, deterministic
+//!   ids), the userName collision rule, and resource histories (`history`). Reads in-memory
+//!   Automerge documents; no I/O; imports nothing of ours.
+//! - `store`: the only code that touches RocksDB and writes Automerge documents: documents,
+//!   materialised views, indexes, the replication log and conflict records, one synced write
+//!   batch per request.
 //! - `replication`: replication between regions: the sans-IO protocol core (wire format,
 //!   per-origin marks, `Replicator`), the QUIC transport with mutual TLS (`quic`, the only quinn
 //!   user), cluster certificates (`certs`), and the runtime that wires them to the store (`node`).
@@ -21,7 +26,7 @@
 //! - `cli`: the thin command line over `server` and `admin_client`.
 //!
 //! Dependencies point one way: `cli → {server, local_cluster, admin_client} → {api, replication}
-//! → store → scim → ids`.
+//! → store → {conflict, scim → ids}`.
 
 pub mod admin_client;
 pub mod api;
