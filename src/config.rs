@@ -196,6 +196,16 @@ pub struct ScimConfig {
     /// Most operations in one PATCH request (Okta sends up to 1,000 member changes).
     #[serde(default = "default_max_patch_ops")]
     pub max_patch_ops: usize,
+    /// Most members one group shows in a body (GET, lists): the first page, in member id order;
+    /// later pages by `membersCursor` (see the README). Bounds the answer whatever the group's
+    /// size.
+    #[serde(default = "default_max_members_per_page")]
+    pub max_members_per_page: usize,
+    /// A write's answer (POST, PUT, PATCH of a group) lists the group's members only when it
+    /// has at most this many (or when `attributes` asks for them): IdPs do not read them, and
+    /// a one-member change to a large group must not answer the group. 0: never.
+    #[serde(default = "default_write_response_members")]
+    pub write_response_members: usize,
 }
 
 /// Storage tuning.
@@ -256,6 +266,12 @@ fn default_max_page_size() -> usize {
 fn default_max_patch_ops() -> usize {
     1000
 }
+fn default_max_members_per_page() -> usize {
+    1000
+}
+fn default_write_response_members() -> usize {
+    100
+}
 fn default_true() -> bool {
     true
 }
@@ -282,6 +298,8 @@ impl Default for ScimConfig {
             default_page_size: default_page_size(),
             max_page_size: default_max_page_size(),
             max_patch_ops: default_max_patch_ops(),
+            max_members_per_page: default_max_members_per_page(),
+            write_response_members: default_write_response_members(),
         }
     }
 }
@@ -388,6 +406,15 @@ impl Config {
         }
         if self.scim.max_patch_ops == 0 {
             return invalid("scim.max_patch_ops", "must be at least 1");
+        }
+        if !(1..=100_000).contains(&self.scim.max_members_per_page) {
+            return invalid("scim.max_members_per_page", "must be between 1 and 100000");
+        }
+        if self.scim.write_response_members > self.scim.max_members_per_page {
+            return invalid(
+                "scim.write_response_members",
+                "must not exceed scim.max_members_per_page",
+            );
         }
         if self.storage.doc_cache_size == 0 {
             return invalid("storage.doc_cache_size", "must be at least 1");

@@ -179,6 +179,46 @@ fn resource_kind(text: &str) -> Option<ResourceKind> {
         .find(|k| text.eq_ignore_ascii_case(k.name()) || text.eq_ignore_ascii_case(k.endpoint()))
 }
 
+/// Membership changes are not in a group's document (members are records of their own): their
+/// history comes from the store's membership history, one entry per write. A write that also
+/// changed the document (same region, same time) is one entry; the others are `update`s of
+/// their own, in time order.
+fn merge_member_history(
+    entries: &mut Vec<crate::conflict::history::HistoryEntry>,
+    members: Vec<crate::store::MemberHistory>,
+) {
+    use crate::conflict::history::{Action, HistoryEntry};
+    for m in members {
+        let at = crate::conflict::rfc3339_millis(m.at);
+        let region = m.region;
+        let mut attributes = m.paths;
+        if m.more > 0 {
+            attributes.push(format!("members (+{} more)", m.more));
+        }
+        match entries
+            .iter_mut()
+            .find(|e| e.at == at && e.region == region)
+        {
+            Some(e) => {
+                e.attributes.extend(attributes);
+                e.attributes.sort();
+                e.attributes.dedup();
+            }
+            None => {
+                attributes.sort();
+                entries.push(HistoryEntry {
+                    at,
+                    region,
+                    action: Action::Update,
+                    attributes,
+                    change: m.write,
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.at.cmp(&b.at));
+}
+
 /// `GET /admin/v1/resources/{type}/{id}/history?tenant=T`: every change of a resource, live or
 /// deleted, oldest first. `tenant` is required: admin tokens act for no tenant of their own.
 async fn resource_history(
@@ -199,9 +239,14 @@ async fn resource_history(
         .ok_or_else(|| ScimError::InvalidValue("query parameter 'tenant' is required".into()))?;
     let (t, i) = (tenant.clone(), id.clone());
     let entries = blocking(&state, move |store| {
-        Ok(store
-            .document(&t, kind, &i)?
-            .map(|mut doc| history(&mut doc)))
+        let Some(mut doc) = store.document(&t, kind, &i)? else {
+            return Ok(None);
+        };
+        let mut entries = history(&mut doc);
+        if kind == ResourceKind::Group {
+            merge_member_history(&mut entries, store.member_history(&t, &i)?);
+        }
+        Ok(Some(entries))
     })
     .await?
     .ok_or_else(|| {

@@ -7,7 +7,9 @@
 
 mod admin;
 mod discovery;
+mod list;
 pub mod metrics;
+mod render;
 mod resources;
 
 use std::collections::HashMap;

@@ -13,12 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{Map, Value};
 
+use super::list::list_in_store;
+use super::render::{render, stored_attrs, MemberPaging, Members, Rendered};
 use super::{base_url, blocking, inline, scim_response, ApiError, AppState, ScimJson, Tenant};
 use crate::scim::filter::{self, AttrPath, FilterLimits};
 use crate::scim::list::{self, ListLimits, ListQuery};
+use crate::scim::members::{self as scim_members, Touch};
 use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 use crate::scim::{patch, resource, ScimError};
-use crate::store::{indexed_attrs, Created, Lookup, Store, StoreError, Stored};
+use crate::store::{Created, Lookup, Store, StoreError};
 
 fn limits(state: &AppState) -> ListLimits {
     ListLimits {
@@ -48,19 +51,6 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The stored attributes of a normalised resource: everything but `schemas`, `id`, `meta`.
-fn stored_attrs(resource: Value) -> Map<String, Value> {
-    match resource {
-        Value::Object(mut m) => {
-            for k in ["schemas", "id", "meta"] {
-                m.remove(k);
-            }
-            m
-        }
-        _ => Map::new(),
-    }
-}
-
 /// Stored attributes as a resource the SCIM core can work on (with `schemas`).
 fn as_resource(kind: ResourceKind, attrs: &Map<String, Value>) -> Value {
     let mut schemas = vec![Value::String(kind.core_schema().id.to_string())];
@@ -71,62 +61,6 @@ fn as_resource(kind: ResourceKind, attrs: &Map<String, Value>) -> Value {
     m.insert("schemas".into(), Value::Array(schemas));
     m.extend(attrs.clone());
     Value::Object(m)
-}
-
-/// Render a stored view for the client (see the module doc).
-fn render(
-    store: &Store,
-    tenant: &str,
-    kind: ResourceKind,
-    mut view: Value,
-    base: &str,
-) -> Result<Value, StoreError> {
-    let id = view["id"].as_str().unwrap_or_default().to_string();
-    if let Some(meta) = view.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.insert(
-            "location".into(),
-            Value::String(format!("{base}/{}/{id}", kind.endpoint())),
-        );
-    }
-    match kind {
-        ResourceKind::User => {
-            let groups = store.groups_of(tenant, &id, base)?;
-            if !groups.is_empty() {
-                insert_before_meta(&mut view, "groups", Value::Array(groups));
-            }
-        }
-        ResourceKind::Group => {
-            if let Some(members) = view.get("members").and_then(Value::as_array) {
-                let ids: Vec<&str> = members
-                    .iter()
-                    .map(|m| m["value"].as_str().unwrap_or_default())
-                    .collect();
-                let live = store.live_ids(tenant, &ids)?;
-                let kept: Vec<Value> = members
-                    .iter()
-                    .zip(live)
-                    .filter(|(_, l)| *l)
-                    .map(|(m, _)| m.clone())
-                    .collect();
-                if kept.is_empty() {
-                    view.as_object_mut().map(|m| m.remove("members"));
-                } else {
-                    view["members"] = Value::Array(kept);
-                }
-            }
-        }
-    }
-    Ok(view)
-}
-
-fn insert_before_meta(view: &mut Value, key: &str, value: Value) {
-    if let Some(m) = view.as_object_mut() {
-        let meta = m.remove("meta");
-        m.insert(key.into(), value);
-        if let Some(meta) = meta {
-            m.insert("meta".into(), meta);
-        }
-    }
 }
 
 /// Hold the answer of a write until the write quorum has it, where the quorum applies: every
@@ -211,20 +145,103 @@ fn inactive(view: &Value) -> bool {
     view.get("active") == Some(&Value::Bool(false))
 }
 
+/// A resource answer: the body (projected), its ETag, `Location` for a create, and for a group
+/// whose members were read, how many it lists (`Geoscim-Members-Total`) and the next page
+/// (`Link: <…?membersCursor=…>; rel="next"`).
 fn resource_response(
     status: StatusCode,
     body: &Value,
-    version: &str,
+    rendered: &Rendered,
     location: Option<&str>,
+    base: &str,
 ) -> Response {
     let mut response = scim_response(status, body);
-    if let Ok(v) = HeaderValue::from_str(version) {
-        response.headers_mut().insert(header::ETAG, v);
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rendered.version) {
+        h.insert(header::ETAG, v);
     }
     if let Some(loc) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
-        response.headers_mut().insert(header::LOCATION, loc);
+        h.insert(header::LOCATION, loc);
+    }
+    if let Some(MemberPaging { total, next }) = &rendered.members {
+        h.insert(MEMBERS_TOTAL, HeaderValue::from(*total));
+        if let Some(cursor) = next {
+            let id = body["id"].as_str().unwrap_or_default();
+            let link = format!(
+                "<{base}/Groups/{id}?membersCursor={}>; rel=\"next\"",
+                form_urlencoded::byte_serialize(cursor.as_bytes()).collect::<String>()
+            );
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                h.insert(header::LINK, v);
+            }
+        }
     }
     response
+}
+
+/// How many members a group lists in all, on answers that show a page of them.
+const MEMBERS_TOTAL: header::HeaderName = header::HeaderName::from_static("geoscim-members-total");
+
+/// The members a group's GET shows: `membersCursor` (the last member id of the previous page)
+/// and `membersCount` (capped at `scim.max_members_per_page`), unless the projection hides
+/// them.
+fn members_for_get(
+    state: &AppState,
+    raw: Option<&str>,
+    attributes: &[AttrPath],
+    excluded: &[AttrPath],
+) -> Result<Members, ApiError> {
+    if !scim_members::shown(attributes, excluded) {
+        return Ok(Members::Hidden);
+    }
+    let max = state.config.scim.max_members_per_page;
+    let mut count = max;
+    let mut after = None;
+    for (k, v) in query_pairs(raw.map(str::to_string)) {
+        if k.eq_ignore_ascii_case("membersCount") {
+            let n = list::parse_int_text("membersCount", &v)?;
+            count = list::page_size(n, max);
+        } else if k.eq_ignore_ascii_case("membersCursor") {
+            if !crate::ids::is_plausible_id(&v) {
+                return Err(ApiError(ScimError::BadRequest(
+                    "membersCursor is not a member id from a previous page".into(),
+                )));
+            }
+            after = Some(v);
+        }
+    }
+    Ok(Members::Page { after, count })
+}
+
+/// The members a write's answer shows: all of them for a group that lists at most
+/// `scim.write_response_members`, the first page when `attributes` names them, none
+/// otherwise (IdPs do not read them, and a one-member change must not answer a large group).
+fn members_for_write(
+    state: &AppState,
+    store: &Store,
+    tenant: &str,
+    id: &str,
+    attributes: &[AttrPath],
+    excluded: &[AttrPath],
+) -> Result<Members, StoreError> {
+    if !scim_members::shown(attributes, excluded) {
+        return Ok(Members::Hidden);
+    }
+    let small = state.config.scim.write_response_members;
+    let asked = attributes.iter().any(scim_members::is_members);
+    if asked {
+        return Ok(Members::Page {
+            after: None,
+            count: state.config.scim.max_members_per_page,
+        });
+    }
+    if small > 0 && store.member_total(tenant, id)? <= small as u64 {
+        return Ok(Members::Page {
+            after: None,
+            count: small,
+        });
+    }
+    Ok(Members::Hidden)
 }
 
 // ---- handlers (thin wrappers binding the resource kind) ----
@@ -397,8 +414,9 @@ async fn run_list(
     let run = || {
         let (tenant, kinds, query, base) =
             (tenant.clone(), kinds.clone(), query.clone(), base.clone());
+        let max_members = state.config.scim.max_members_per_page;
         blocking(&state, move |store| {
-            list_in_store(store, &tenant, &kinds, &query, &base)
+            list_in_store(store, &tenant, &kinds, &query, &base, max_members)
         })
     };
     let mut body = run().await?;
@@ -421,114 +439,6 @@ async fn run_list(
     Ok(scim_response(StatusCode::OK, &body))
 }
 
-/// Evaluate a list query: index lookups for required equality terms on indexed attributes, a
-/// scan of the tenant's views otherwise; a plain page (no filter, no sort) parses only the page.
-fn list_in_store(
-    store: &Store,
-    tenant: &str,
-    kinds: &[ResourceKind],
-    q: &ListQuery,
-    base: &str,
-) -> Result<Value, StoreError> {
-    let skip = q.start_index.max(1) - 1;
-    if kinds.len() == 1 && q.filter.is_none() && q.sort_by.is_none() {
-        let kind = kinds[0];
-        let total = store.count(tenant, kind)?;
-        let mut page = Vec::new();
-        if q.count > 0 {
-            for view in store.scan(tenant, kind).skip(skip).take(q.count) {
-                let view = render(store, tenant, kind, view?, base)?;
-                page.push(list::project(
-                    &view,
-                    kind,
-                    &q.attributes,
-                    &q.excluded_attributes,
-                ));
-            }
-        }
-        return Ok(list::list_response(total, q.start_index.max(1), page));
-    }
-    let mut matched: Vec<(ResourceKind, Value)> = Vec::new();
-    for &kind in kinds {
-        let mut views = Vec::new();
-        match q
-            .filter
-            .as_ref()
-            .and_then(|f| indexed_candidates(store, tenant, kind, f).transpose())
-        {
-            Some(ids) => {
-                for id in ids? {
-                    if let Some(s) = store.get(tenant, kind, &id)? {
-                        views.push(s.view);
-                    }
-                }
-            }
-            None => {
-                for v in store.scan(tenant, kind) {
-                    views.push(v?);
-                }
-            }
-        }
-        if let Some(f) = &q.filter {
-            views.retain(|v| filter::matches(f, v, kind));
-        }
-        if let Some(by) = &q.sort_by {
-            list::sort(&mut views, kind, by, q.descending);
-        }
-        matched.extend(views.into_iter().map(|v| (kind, v)));
-    }
-    let total = matched.len();
-    let mut page = Vec::new();
-    for (kind, view) in matched.into_iter().skip(skip).take(q.count) {
-        let view = render(store, tenant, kind, view, base)?;
-        page.push(list::project(
-            &view,
-            kind,
-            &q.attributes,
-            &q.excluded_attributes,
-        ));
-    }
-    Ok(list::list_response(total, q.start_index.max(1), page))
-}
-
-/// Candidate ids from the index when the filter requires `attr eq "value"` on an indexed
-/// attribute; `None` when it does not (scan instead). Candidates are re-checked by the filter.
-fn indexed_candidates(
-    store: &Store,
-    tenant: &str,
-    kind: ResourceKind,
-    f: &filter::Filter,
-) -> Result<Option<Vec<String>>, StoreError> {
-    for (path, value) in filter::required_eq(f) {
-        if let Some(attr) = index_name(kind, &path) {
-            let mut ids = store.lookup(tenant, kind, attr, &value)?;
-            ids.sort();
-            ids.dedup();
-            return Ok(Some(ids));
-        }
-    }
-    Ok(None)
-}
-
-/// The index that serves an attribute path, if any.
-fn index_name(kind: ResourceKind, path: &AttrPath) -> Option<&'static str> {
-    if let Some(uri) = &path.uri {
-        if !uri.eq_ignore_ascii_case(kind.core_schema().id) {
-            return None;
-        }
-    }
-    let full = match &path.sub {
-        Some(sub) => format!("{}.{}", path.name, sub),
-        // A multi-valued attribute without a sub-attribute compares its `value` (RFC 7644).
-        None if path.name.eq_ignore_ascii_case("emails") => "emails.value".to_string(),
-        None => path.name.clone(),
-    };
-    indexed_attrs(kind)
-        .iter()
-        .copied()
-        .find(|a| a.eq_ignore_ascii_case(&full))
-}
-
 async fn create(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -540,25 +450,31 @@ async fn create(
     let attrs = stored_attrs(resource::normalize(kind, &body)?);
     let (attributes, excluded) = projection(&state, raw)?;
     let base = base_url(&state, &headers);
-    let (stored, view) = blocking(&state, move |store| {
-        let stored = match store.create(&tenant, kind, attrs)? {
-            Created::New(s) | Created::Replay(s) => s,
-        };
-        let view = render(store, &tenant, kind, stored.view.clone(), &base)?;
-        Ok((stored, view))
-    })
-    .await?;
-    confirm(&state, inactive(&view)).await?;
-    let location = view["meta"]["location"]
+    let (rendered, attributes, excluded) = {
+        let (state2, base) = (state.clone(), base.clone());
+        blocking(&state, move |store| {
+            let stored = match store.create(&tenant, kind, attrs)? {
+                Created::New(s) | Created::Replay(s) => s,
+            };
+            let id = stored.view["id"].as_str().unwrap_or_default().to_string();
+            let members = members_for_write(&state2, store, &tenant, &id, &attributes, &excluded)?;
+            let rendered = render(store, &tenant, kind, stored.view, &base, &members)?;
+            Ok((rendered, attributes, excluded))
+        })
+        .await?
+    };
+    confirm(&state, inactive(&rendered.body)).await?;
+    let location = rendered.body["meta"]["location"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let body = list::project(&view, kind, &attributes, &excluded);
+    let body = list::project(&rendered.body, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::CREATED,
         &body,
-        &stored.version,
+        &rendered,
         Some(&location),
+        &base,
     ))
 }
 
@@ -596,31 +512,37 @@ async fn get_one(
 ) -> Result<Response, ApiError> {
     checked_id(&id)?;
     ensure_local(&state, &tenant, kind, &id).await?;
+    let members = match kind {
+        ResourceKind::Group => {
+            let (attributes, excluded) = projection(&state, raw.clone())?;
+            members_for_get(&state, raw.as_deref(), &attributes, &excluded)?
+        }
+        ResourceKind::User => Members::Hidden,
+    };
     let (attributes, excluded) = projection(&state, raw)?;
     let base = base_url(&state, &headers);
-    let found = inline(&state, |store| {
+    let rendered = inline(&state, |store| {
         let Some(stored) = store.get(&tenant, kind, &id)? else {
             return Err(StoreError::NotFound(id));
         };
-        let view = render(store, &tenant, kind, stored.view.clone(), &base)?;
-        Ok((stored, view))
+        render(store, &tenant, kind, stored.view, &base, &members)
     })?;
-    let (stored, view) = found;
     if let Some(tag) = header_str(&headers, header::IF_NONE_MATCH) {
-        if crate::store::etag_matches(&tag, &stored.version) {
+        if crate::store::etag_matches(&tag, &rendered.version) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
-            if let Ok(v) = HeaderValue::from_str(&stored.version) {
+            if let Ok(v) = HeaderValue::from_str(&rendered.version) {
                 response.headers_mut().insert(header::ETAG, v);
             }
             return Ok(response);
         }
     }
-    let body = list::project(&view, kind, &attributes, &excluded);
+    let body = list::project(&rendered.body, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
         &body,
-        &stored.version,
+        &rendered,
         None,
+        &base,
     ))
 }
 
@@ -640,27 +562,31 @@ async fn replace(
     let if_match = header_str(&headers, header::IF_MATCH);
     let base = base_url(&state, &headers);
     // A PUT writes only what changed, except that `active: false` is always re-asserted: a
-    // deactivation is never a no-op, so it also beats a reactivation concurrent with it.
+    // deactivation is never a no-op, so it also beats a reactivation concurrent with it. A
+    // group's PUT writes only the members that differ from the list it sends.
     let reassert: Vec<String> = match incoming.get("active") {
         Some(Value::Bool(false)) => vec!["active".to_string()],
         _ => Vec::new(),
     };
-    let (stored, view) = blocking(&state, move |store| {
+    let (state2, base2) = (state.clone(), base.clone());
+    let (rendered, attributes, excluded) = blocking(&state, move |store| {
         let stored = store.update(&tenant, kind, &id, if_match.as_deref(), &|old| {
             let replaced = resource::replace(kind, &as_resource(kind, old), &incoming)?;
             Ok((stored_attrs(replaced), reassert.clone()))
         })?;
-        let view = render(store, &tenant, kind, stored.view.clone(), &base)?;
-        Ok((stored, view))
+        let members = members_for_write(&state2, store, &tenant, &id, &attributes, &excluded)?;
+        let rendered = render(store, &tenant, kind, stored.view, &base2, &members)?;
+        Ok((rendered, attributes, excluded))
     })
     .await?;
-    confirm(&state, inactive(&view)).await?;
-    let body = list::project(&view, kind, &attributes, &excluded);
+    confirm(&state, inactive(&rendered.body)).await?;
+    let body = list::project(&rendered.body, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
         &body,
-        &stored.version,
+        &rendered,
         None,
+        &base,
     ))
 }
 
@@ -683,23 +609,34 @@ async fn patch_one(
     let (attributes, excluded) = projection(&state, raw)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let base = base_url(&state, &headers);
-    let (stored, view): (Stored, Value) = blocking(&state, move |store| {
-        let stored = store.update(&tenant, kind, &id, if_match.as_deref(), &|old| {
+    let (state2, base2) = (state.clone(), base.clone());
+    let (rendered, attributes, excluded) = blocking(&state, move |store| {
+        let apply = |old: &Map<String, Value>| {
             let mut resource = as_resource(kind, old);
             let outcome = patch::apply(&mut resource, kind, &ops)?;
             Ok((stored_attrs(resource), outcome.explicit))
-        })?;
-        let view = render(store, &tenant, kind, stored.view.clone(), &base)?;
-        Ok((stored, view))
+        };
+        let stored = match kind {
+            // Only the members the operations name are read and written (see scim::members).
+            ResourceKind::Group => {
+                let touch: Touch = scim_members::touched(&ops);
+                store.update_group(&tenant, &id, if_match.as_deref(), &touch, &apply)?
+            }
+            ResourceKind::User => store.update(&tenant, kind, &id, if_match.as_deref(), &apply)?,
+        };
+        let members = members_for_write(&state2, store, &tenant, &id, &attributes, &excluded)?;
+        let rendered = render(store, &tenant, kind, stored.view, &base2, &members)?;
+        Ok((rendered, attributes, excluded))
     })
     .await?;
-    confirm(&state, inactive(&view)).await?;
-    let body = list::project(&view, kind, &attributes, &excluded);
+    confirm(&state, inactive(&rendered.body)).await?;
+    let body = list::project(&rendered.body, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
         &body,
-        &stored.version,
+        &rendered,
         None,
+        &base,
     ))
 }
 

@@ -19,10 +19,11 @@
 //!   Laws: concurrent creates of one userName, with the same or different payloads, end as one
 //!   resource with one id; attributes merge one by one (a differing value is a concurrent scalar
 //!   write, below).
-//! - **Membership remove-wins** (each member is a fresh map `{on, m, at, by}` per add or remove,
-//!   read with `get_all`). Laws: a removal concurrent with an add of the same member ends
-//!   removed; an add by a region that saw the removal ends added; members pointing at deleted
-//!   users are filtered when listed (the store's job).
+//! - **Membership remove-wins** (each membership is a record of its own, a multi-value register
+//!   with a causal context: [`membership`]). Laws: a removal concurrent with an add of the same
+//!   member ends removed; an add by a region that saw the removal ends added; members pointing
+//!   at deleted users are never listed (the store's job). Groups written by format 2 kept their
+//!   members inside the document (`a.members`); [`detect`] still reads those.
 //! - **Concurrent scalar writes**: Automerge's deterministic winner (the greater op id); the
 //!   loser is recorded.
 //!
@@ -32,6 +33,9 @@
 
 pub mod history;
 pub mod layout;
+pub mod membership;
+#[cfg(test)]
+mod membership_laws;
 pub mod record;
 
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
@@ -466,6 +470,29 @@ fn record(
         outcome,
         at,
     }
+}
+
+/// The record of a member removal that beat a concurrent add of the same member, from the two
+/// values of a membership record ([`membership`]): `(op name, region, time)` of the removal and
+/// of the add with the member as it would have been listed. Every region that observes the
+/// pair derives the same record.
+pub fn membership_record(
+    res: Resource<'_>,
+    attribute: &str,
+    (removal_op, removal_region, removal_at): (String, &str, i64),
+    (add_op, add_region, add_at, added): (String, &str, i64, Json),
+) -> Conflict {
+    record(
+        res,
+        attribute,
+        Rule::MembershipRemoveWins,
+        (
+            removal_op,
+            cand(Json::Null, removal_region, &rfc3339_millis(removal_at)),
+        ),
+        (add_op, cand(added, add_region, &rfc3339_millis(add_at))),
+        Json::Null,
+    )
 }
 
 fn cand(value: Json, region: &str, at: &str) -> Candidate {

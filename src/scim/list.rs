@@ -288,7 +288,7 @@ pub fn page_size(requested: i64, max_count: usize) -> usize {
 
 /// A comparable sort value. Values of different kinds (possible only when stored data disagrees
 /// with the schema) order by kind, so the order stays total.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum SortKey {
     Bool(bool),
     Num(serde_json::Number),
@@ -349,6 +349,131 @@ pub fn sort(resources: &mut [Value], kind: ResourceKind, sort_by: &AttrPath, des
     });
     for (slot, (_, value)) in resources.iter_mut().zip(keyed) {
         *slot = value;
+    }
+}
+
+/// A resource's place in a sorted listing (smaller comes first): the order [`sort`] gives,
+/// with ties kept in arrival order (`seq`), so a bounded [`TopK`] agrees with a full sort.
+#[derive(Debug, Clone)]
+pub struct Rank {
+    key: Option<SortKey>,
+    descending: bool,
+    seq: u64,
+}
+
+impl PartialEq for Rank {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Rank {}
+
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let by_key = match (&self.key, &other.key) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(a), Some(b)) if self.descending => b.cmp(a),
+            (Some(a), Some(b)) => a.cmp(b),
+        };
+        by_key.then(self.seq.cmp(&other.seq))
+    }
+}
+
+/// Ranks resources by a `sortBy` attribute (see [`sort`] for the rules).
+pub struct Sorter {
+    resolved: Option<Resolved>,
+    descending: bool,
+}
+
+impl Sorter {
+    pub fn new(kind: ResourceKind, sort_by: &AttrPath, descending: bool) -> Sorter {
+        Sorter {
+            resolved: schema::resolve(
+                kind,
+                sort_by.uri.as_deref(),
+                &sort_by.name,
+                sort_by.sub.as_deref(),
+            ),
+            descending,
+        }
+    }
+
+    /// The rank of the `seq`-th resource seen.
+    pub fn rank(&self, resource: &Value, seq: u64) -> Rank {
+        Rank {
+            key: self.resolved.as_ref().and_then(|r| sort_key(resource, r)),
+            descending: self.descending,
+            seq,
+        }
+    }
+}
+
+/// The `k` first resources of a sorted listing, kept while scanning without holding the rest:
+/// what a sorted page needs (`k` = startIndex - 1 + count), whatever the tenant's size.
+pub struct TopK {
+    k: usize,
+    heap: std::collections::BinaryHeap<Ranked>,
+}
+
+struct Ranked(Rank, Value);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            heap: std::collections::BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    /// Offer one resource.
+    pub fn push(&mut self, rank: Rank, resource: Value) {
+        if self.k == 0 {
+            return;
+        }
+        if self.heap.len() == self.k {
+            match self.heap.peek() {
+                Some(worst) if rank < worst.0 => {
+                    self.heap.pop();
+                }
+                _ => return,
+            }
+        }
+        self.heap.push(Ranked(rank, resource));
+    }
+
+    /// The kept resources, first first.
+    pub fn into_sorted(self) -> Vec<Value> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|r| r.1)
+            .collect()
     }
 }
 
@@ -637,6 +762,41 @@ pub fn list_response(total_results: usize, start_index: usize, resources: Vec<Va
         "itemsPerPage": resources.len(),
         "Resources": resources,
     })
+}
+
+#[cfg(test)]
+mod topk_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        #[test]
+        fn a_bounded_top_k_agrees_with_a_full_sort(
+            names in prop::collection::vec(prop::option::of("[a-c]{0,2}"), 0..40),
+            k in 0usize..12,
+            descending in any::<bool>(),
+        ) {
+            let users: Vec<Value> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| match n {
+                    Some(n) => json!({"id": i.to_string(), "userName": n}),
+                    None => json!({"id": i.to_string()}),
+                })
+                .collect();
+            let by = filter::parse_attr_path("userName").unwrap();
+            let mut sorted = users.clone();
+            sort(&mut sorted, ResourceKind::User, &by, descending);
+            sorted.truncate(k);
+            let sorter = Sorter::new(ResourceKind::User, &by, descending);
+            let mut top = TopK::new(k);
+            for (i, u) in users.into_iter().enumerate() {
+                top.push(sorter.rank(&u, i as u64), u);
+            }
+            prop_assert_eq!(top.into_sorted(), sorted);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,8 +93,9 @@ pub struct Schema {
 }
 
 /// The resource types this service provider serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum ResourceKind {
+    #[default]
     User,
     Group,
 }

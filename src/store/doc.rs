@@ -11,8 +11,10 @@
 //!   Automerge 0.12 spends ~10 µs per op, the largest part of a write.
 //! - A plain `active` scalar cannot be disable-wins, so `active` is a fresh nested map written on
 //!   every explicit change and read with `get_all` (inactive if any concurrent value is false).
-//! - Group members are a map keyed by member id, so adding or removing one member is one small
-//!   op whatever the group's size.
+//! - Group members are not in the document: each membership is a record of its own
+//!   (`store::members`), so a group's document stays small whatever its size. Documents written
+//!   by format 2 still hold a members map (`a.members`); it is read only to migrate it
+//!   ([`legacy_members`]).
 //! - Writes go through [`write_attrs`], which writes only what differs, so a replayed whole
 //!   resource (PUT) records nothing and cannot resolve a concurrent conflict the wrong way.
 //!
@@ -64,13 +66,10 @@ pub fn genesis(kind: ResourceKind, id: &str) -> Result<AutoCommit, DocError> {
     let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(GENESIS_ACTOR));
     let header = json!({"v": DOC_FORMAT, "type": kind.name(), "id": id});
     doc.put(ROOT, HEADER, header.to_string())?;
-    let attrs = doc.put_object(ROOT, ATTRS, ObjType::Map)?;
+    doc.put_object(ROOT, ATTRS, ObjType::Map)?;
     // Every container a region might otherwise create on its first write is made here: two
     // regions creating the same map concurrently would make two maps, and one would vanish
-    // with everything written into it (a member add, a conflict record).
-    if kind == ResourceKind::Group {
-        doc.put_object(&attrs, MEMBERS, ObjType::Map)?;
-    }
+    // with everything written into it (a conflict record).
     doc.put_object(ROOT, CONFLICTS, ObjType::Map)?;
     doc.commit_with(automerge::transaction::CommitOptions::default().with_time(0));
     Ok(doc)
@@ -156,19 +155,19 @@ pub fn write_attrs(
     stamp: &Stamp,
 ) -> Result<bool, DocError> {
     let attrs = attrs_obj(doc)?;
-    let (old, new) = (flatten(old), flatten(new));
+    let (mut old, mut new) = (flatten(old), flatten(new));
+    if kind == ResourceKind::Group {
+        // Members are records of their own (`store::members`), never document attributes.
+        old.remove(MEMBERS);
+        new.remove(MEMBERS);
+    }
     let mut changed = false;
     for key in old.keys() {
         if new.contains_key(key) {
             continue;
         }
-        if kind == ResourceKind::Group && key == MEMBERS {
-            // Removing every member is one removal per member, so each stays remove-wins.
-            changed |= write_members(doc, &attrs, old.get(key), &Value::Array(vec![]), stamp)?;
-        } else {
-            doc.delete(&attrs, key.as_str())?;
-            changed = true;
-        }
+        doc.delete(&attrs, key.as_str())?;
+        changed = true;
     }
     for (key, value) in &new {
         let old_value = old.get(key);
@@ -181,8 +180,6 @@ pub fn write_attrs(
                 write_sticky(doc, &attrs, ACTIVE, b, stamp)?;
                 changed = true;
             }
-        } else if kind == ResourceKind::Group && key == MEMBERS {
-            changed |= write_members(doc, &attrs, old_value, value, stamp)?;
         } else if old_value != Some(value) {
             doc.put(&attrs, key.as_str(), value.to_string())?;
             changed = true;
@@ -218,84 +215,104 @@ fn write_sticky(
     Ok(())
 }
 
-/// Group members: one map entry per member id; only added, removed or changed members are
-/// written. Each add or removal is a fresh map `{on, m, at, by}`, read with `get_all`, so a
-/// removal concurrent with an add of the same member wins (least privilege).
-fn write_members(
+/// The members map of a format-2 group document as membership records (see
+/// [`crate::conflict::membership`]), by member id: what the migration to format 3 writes, and
+/// what a format-2 change that still arrives turns into.
+///
+/// Each surviving entry of a member becomes a value whose dot is its Automerge op id, under the
+/// region `~am:<actor>` (a counter space of its own); the record's context is, per actor, the
+/// highest op of that actor that ever wrote the member's key in this document's history. Op
+/// counters of one actor only grow and every op depends on that actor's earlier ones, so the
+/// context is exact, and two regions that migrated documents at different points of the same
+/// history get records whose join is what the merged document would have said.
+pub fn legacy_members(
     doc: &mut AutoCommit,
-    attrs: &ObjId,
-    old: Option<&Value>,
-    new: &Value,
-    stamp: &Stamp,
-) -> Result<bool, DocError> {
-    let members = match doc.get(attrs, MEMBERS)? {
+) -> Result<Vec<(String, crate::conflict::membership::Record)>, DocError> {
+    use crate::conflict::membership::{Dot, MemberValue, Record};
+    use automerge::legacy::{Key, ObjectId};
+    let attrs = attrs_obj(doc)?;
+    let members = match doc.get(&attrs, MEMBERS)? {
         Some((AmValue::Object(ObjType::Map), id)) => id,
-        _ => return Err(DocError::Malformed("group without a members map".into())),
+        _ => return Ok(Vec::new()),
     };
-    let by_id = |v: Option<&Value>| -> std::collections::HashMap<String, Value> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| Some((m.get("value")?.as_str()?.to_string(), m.clone())))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let ObjId::Id(m_counter, m_actor, _) = &members else {
+        return Ok(Vec::new());
     };
-    let old = by_id(old);
-    let new = by_id(Some(new));
-    let mut changed = false;
-    let mut entry = |doc: &mut AutoCommit, id: &str, member: Option<&Value>| {
-        let e = doc.put_object(&members, id, ObjType::Map)?;
-        doc.put(&e, ON, member.is_some())?;
-        if let Some(m) = member {
-            doc.put(&e, MEMBER, m.to_string())?;
-        }
-        doc.put(&e, AT, stamp.at.as_str())?;
-        doc.put(&e, BY, stamp.region.as_str())?;
-        changed = true;
-        Ok::<(), DocError>(())
-    };
-    let mut removed: Vec<&String> = old.keys().filter(|id| !new.contains_key(*id)).collect();
-    removed.sort();
-    for id in removed {
-        entry(doc, id, None)?;
-    }
-    let mut added: Vec<(&String, &Value)> = new
-        .iter()
-        .filter(|(id, member)| old.get(*id) != Some(*member))
-        .collect();
-    added.sort_by(|a, b| a.0.cmp(b.0));
-    for (id, member) in added {
-        entry(doc, id, Some(member))?;
-    }
-    Ok(changed)
-}
-
-/// The listed members: an entry counts only if every concurrent value of it is an add.
-fn read_members(doc: &AutoCommit, members: &ObjId) -> Result<Vec<Value>, DocError> {
-    let mut out = Vec::new();
-    for id in doc.keys(members) {
-        let mut present = true;
-        let mut any = false;
-        for (value, entry) in doc.get_all(members, id.as_str())? {
-            if !matches!(value, AmValue::Object(ObjType::Map)) {
+    let (m_counter, m_actor) = (*m_counter, m_actor.clone());
+    let region = |actor: &[u8]| format!("~am:{}", crate::conflict::region_of(actor));
+    let mut seen: std::collections::HashMap<String, std::collections::BTreeMap<String, u64>> =
+        Default::default();
+    for change in doc.get_changes(&[]) {
+        let expanded = change.decode();
+        let start = expanded.start_op.get();
+        let actor = region(expanded.actor_id.to_bytes());
+        for (i, op) in expanded.operations.iter().enumerate() {
+            let ObjectId::Id(obj) = &op.obj else {
+                continue;
+            };
+            if obj.0 != m_counter || obj.1 != m_actor {
                 continue;
             }
-            any = true;
-            match doc.get(&entry, ON)? {
-                Some((AmValue::Scalar(s), _))
-                    if matches!(s.as_ref(), ScalarValue::Boolean(true)) => {}
-                _ => present = false,
+            if let Key::Map(key) = &op.key {
+                let mark = seen
+                    .entry(key.to_string())
+                    .or_default()
+                    .entry(actor.clone())
+                    .or_insert(0);
+                *mark = (*mark).max(start + i as u64);
             }
         }
-        if !(any && present) {
+    }
+    let mut out = Vec::new();
+    for id in doc.keys(&members).collect::<Vec<_>>() {
+        let mut values = Vec::new();
+        for (value, entry) in doc.get_all(&members, id.as_str())? {
+            let (AmValue::Object(ObjType::Map), ObjId::Id(counter, actor, _)) = (&value, &entry)
+            else {
+                continue;
+            };
+            let on = matches!(
+                doc.get(&entry, ON)?,
+                Some((AmValue::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Boolean(true))
+            );
+            let attrs = match doc.get(&entry, MEMBER)?.and_then(|(v, _)| as_text(&v)) {
+                Some(text) if on => crate::store::members::member_attrs(&parse_json(&text)?),
+                _ => None,
+            };
+            let at = doc
+                .get(&entry, AT)?
+                .and_then(|(v, _)| as_text(&v))
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+            values.push(MemberValue {
+                dot: Dot {
+                    region: region(actor.to_bytes()),
+                    seq: *counter,
+                },
+                on,
+                attrs,
+                at,
+            });
+        }
+        if values.is_empty() {
             continue;
         }
-        if let Some((_, entry)) = doc.get(members, id.as_str())? {
-            if let Some(text) = doc.get(&entry, MEMBER)?.and_then(|(v, _)| as_text(&v)) {
-                out.push(parse_json(&text)?);
-            }
+        values.sort_by(|a, b| a.dot.cmp(&b.dot));
+        let mut context = seen.remove(&id).unwrap_or_default();
+        for v in &values {
+            let mark = context.entry(v.dot.region.clone()).or_insert(0);
+            *mark = (*mark).max(v.dot.seq);
         }
+        out.push((
+            id,
+            Record {
+                values,
+                seen: context,
+            },
+        ));
     }
     Ok(out)
 }
@@ -348,11 +365,9 @@ pub fn read_attrs(doc: &AutoCommit, kind: ResourceKind) -> Result<Map<String, Va
             continue;
         };
         if kind == ResourceKind::Group && key == MEMBERS {
-            // Keyed by member id: listed in id order, the same on every region.
-            let members = read_members(doc, &id)?;
-            if !members.is_empty() {
-                out.insert(key, Value::Array(members));
-            }
+            // A format-2 document's members map: migrated into records, never read as an
+            // attribute.
+            let _ = id;
             continue;
         }
         let Some(text) = as_text(&value) else {
@@ -594,50 +609,94 @@ mod tests {
         );
     }
 
+    /// A format-2 member entry `{on, m, at, by}`, as that format wrote it.
+    fn legacy_entry(doc: &mut AutoCommit, id: &str, member: Option<Value>, at: &str, by: &str) {
+        let attrs = attrs_obj(doc).unwrap();
+        let members = match doc.get(&attrs, MEMBERS).unwrap() {
+            Some((AmValue::Object(ObjType::Map), m)) => m,
+            _ => doc.put_object(&attrs, MEMBERS, ObjType::Map).unwrap(),
+        };
+        let e = doc.put_object(&members, id, ObjType::Map).unwrap();
+        doc.put(&e, ON, member.is_some()).unwrap();
+        if let Some(m) = member {
+            doc.put(&e, MEMBER, m.to_string()).unwrap();
+        }
+        doc.put(&e, AT, at).unwrap();
+        doc.put(&e, BY, by).unwrap();
+        doc.commit();
+    }
+
     #[test]
-    fn group_members_change_one_entry_at_a_time() {
-        let mut doc = create(
+    fn format_2_members_become_records_that_join_like_the_merged_document() {
+        let mut a = create(ResourceKind::Group, "id1", actor("eu"), &stamp("eu")).unwrap();
+        write(
+            &mut a,
             ResourceKind::Group,
-            "g",
-            automerge::ActorId::from(b"a".as_slice()),
-            &stamp("a"),
-        )
-        .unwrap();
-        let members: Vec<Value> = (0..100)
-            .map(|i| json!({"value": format!("u{i:03}")}))
+            json!({"displayName": "G"}),
+            "eu",
+        );
+        legacy_entry(
+            &mut a,
+            "m1",
+            Some(json!({"value": "m1", "display": "M"})),
+            "2026-01-01T00:00:01Z",
+            "eu",
+        );
+        legacy_entry(
+            &mut a,
+            "m2",
+            Some(json!({"value": "m2"})),
+            "2026-01-01T00:00:02Z",
+            "eu",
+        );
+        let mut b = a.fork().with_actor(actor("us"));
+        // Concurrently: eu removes m1, us re-adds it with a new display; us removes m2 and
+        // then adds it back (seen by itself).
+        legacy_entry(&mut a, "m1", None, "2026-01-01T00:00:03Z", "eu");
+        legacy_entry(
+            &mut b,
+            "m1",
+            Some(json!({"value": "m1", "display": "N"})),
+            "2026-01-01T00:00:03Z",
+            "us",
+        );
+        legacy_entry(&mut b, "m2", None, "2026-01-01T00:00:04Z", "us");
+        legacy_entry(
+            &mut b,
+            "m2",
+            Some(json!({"value": "m2"})),
+            "2026-01-01T00:00:05Z",
+            "us",
+        );
+        let (ra, rb) = (
+            legacy_members(&mut a).unwrap(),
+            legacy_members(&mut b).unwrap(),
+        );
+        let mut merged = a.clone();
+        merged.merge(&mut b).unwrap();
+        let rm = legacy_members(&mut merged).unwrap();
+        // Records migrated apart join into what the merged document migrates to.
+        for (id, record) in &rm {
+            let find = |rs: &[(String, crate::conflict::membership::Record)]| {
+                rs.iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default()
+            };
+            assert_eq!(&find(&ra).join(&find(&rb)), record, "{id}");
+        }
+        let present: Vec<&str> = rm
+            .iter()
+            .filter(|(_, r)| r.present())
+            .map(|(id, _)| id.as_str())
             .collect();
-        let a = obj(json!({"displayName": "G", "members": members}));
-        write_attrs(
-            &mut doc,
-            ResourceKind::Group,
-            &Map::new(),
-            &a,
-            &[],
-            &stamp("a"),
-        )
-        .unwrap();
-        doc.commit();
-        let mut more = a.clone();
-        more["members"]
-            .as_array_mut()
+        assert_eq!(present, ["m2"]);
+        let m1 = &rm.iter().find(|(i, _)| i == "m1").unwrap().1;
+        assert_eq!(m1.conflicts().len(), 1);
+        // Group attributes never include the legacy map.
+        assert!(!read_attrs(&merged, ResourceKind::Group)
             .unwrap()
-            .push(json!({"value": "u999"}));
-        let heads = doc.get_heads();
-        write_attrs(&mut doc, ResourceKind::Group, &a, &more, &[], &stamp("a")).unwrap();
-        doc.commit();
-        let change = doc.save_after(&heads);
-        assert!(
-            change.len() < 300,
-            "one member add cost {} bytes",
-            change.len()
-        );
-        assert_eq!(
-            read_attrs(&doc, ResourceKind::Group).unwrap()["members"]
-                .as_array()
-                .unwrap()
-                .len(),
-            101
-        );
+            .contains_key("members"));
     }
 
     #[test]
@@ -732,59 +791,6 @@ mod tests {
         assert_eq!(ca.len(), 1);
         assert_eq!(ca[0].rule, crate::conflict::Rule::DeleteWins);
         assert_eq!(ca[0].values[1].region, "us");
-    }
-
-    #[test]
-    fn a_member_removal_beats_a_concurrent_re_add_and_records_survive_merges() {
-        let mut a = create(ResourceKind::Group, "id1", actor("eu"), &stamp("eu")).unwrap();
-        write(
-            &mut a,
-            ResourceKind::Group,
-            json!({"displayName": "G", "members": [{"value": "m1"}]}),
-            "eu",
-        );
-        let mut b = a.fork().with_actor(actor("us"));
-        write(
-            &mut a,
-            ResourceKind::Group,
-            json!({"displayName": "G", "members": []}),
-            "eu",
-        );
-        write(
-            &mut b,
-            ResourceKind::Group,
-            json!({"displayName": "G", "members": [{"value": "m1", "display": "M"}]}),
-            "us",
-        );
-        a.merge(&mut b).unwrap();
-        b.merge(&mut a).unwrap();
-        assert!(!read_attrs(&a, ResourceKind::Group)
-            .unwrap()
-            .contains_key("members"));
-        let found = detect(&mut a, "Group");
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].attribute, "members[value eq \"m1\"]");
-        // Both regions record the same conflict; merged, the records are one and find nothing new.
-        assert!(record_conflicts(&mut a, &found).unwrap());
-        let found_b = detect(&mut b, "Group");
-        assert!(record_conflicts(&mut b, &found_b).unwrap());
-        a.commit();
-        b.commit();
-        a.merge(&mut b).unwrap();
-        let recorded = crate::conflict::recorded(&a).unwrap();
-        assert_eq!(recorded, found);
-        assert_eq!(detect(&mut a, "Group"), found);
-        // A re-add by a region that saw the removal counts.
-        write(
-            &mut a,
-            ResourceKind::Group,
-            json!({"displayName": "G", "members": [{"value": "m1"}]}),
-            "eu",
-        );
-        assert_eq!(
-            read_attrs(&a, ResourceKind::Group).unwrap()["members"],
-            json!([{"value": "m1"}])
-        );
     }
 
     #[test]

@@ -71,6 +71,110 @@ pub fn member_of_prefix(tenant: &str, member: &str) -> Vec<u8> {
     k
 }
 
+/// `members`: the membership record of (tenant, group, member).
+pub fn membership(tenant: &str, group: &str, member: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), group.as_bytes(), member.as_bytes()])
+}
+
+/// Prefix of every membership record of one group.
+pub fn membership_prefix(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = join(&[tenant.as_bytes(), group.as_bytes()]);
+    k.push(SEP);
+    k
+}
+
+/// `index`: a listed member of a group (present, and the member is a live resource), in member
+/// id order; the value is the member's shown attributes (JSON without `value`, or empty).
+pub fn listed(tenant: &str, group: &str, member: &str) -> Vec<u8> {
+    join(&[
+        tenant.as_bytes(),
+        b"~listed",
+        group.as_bytes(),
+        member.as_bytes(),
+    ])
+}
+
+/// Prefix of the listed members of one group.
+pub fn listed_prefix(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = join(&[tenant.as_bytes(), b"~listed", group.as_bytes()]);
+    k.push(SEP);
+    k
+}
+
+/// `counts`: live resources of one type in one tenant (i64, summed by the merge operator).
+pub fn resource_count(tenant: &str, kind: ResourceKind) -> Vec<u8> {
+    let mut k = b"n".to_vec();
+    k.extend(join(&[tenant.as_bytes(), kind.name().as_bytes()]));
+    k
+}
+
+/// The bucket of an id for positional seeks: its first [`BUCKET_CHARS`] characters. Ids are
+/// UUIDs (random for groups, hashed for users), so buckets are evenly filled.
+pub const BUCKET_CHARS: usize = 3;
+
+/// `counts`: live resources of one type in one tenant whose id starts with `bucket`.
+pub fn bucket_count(tenant: &str, kind: ResourceKind, bucket: &str) -> Vec<u8> {
+    let mut k = bucket_count_prefix(tenant, kind);
+    k.extend_from_slice(bucket.as_bytes());
+    k
+}
+
+/// Prefix of the bucket counts of one type in one tenant.
+pub fn bucket_count_prefix(tenant: &str, kind: ResourceKind) -> Vec<u8> {
+    let mut k = b"b".to_vec();
+    k.extend(join(&[tenant.as_bytes(), kind.name().as_bytes()]));
+    k.push(SEP);
+    k
+}
+
+/// The bucket of an id (see [`BUCKET_CHARS`]).
+pub fn bucket_of(id: &str) -> &str {
+    let end = id
+        .char_indices()
+        .nth(BUCKET_CHARS)
+        .map_or(id.len(), |(i, _)| i);
+    &id[..end]
+}
+
+/// `counts`: listed members of one group (i64, summed).
+pub fn member_count(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = b"m".to_vec();
+    k.extend(join(&[tenant.as_bytes(), group.as_bytes()]));
+    k
+}
+
+/// `counts`: XOR of the listed members' terms of one group (32 bytes): what its ETag covers.
+pub fn member_digest(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = b"x".to_vec();
+    k.extend(join(&[tenant.as_bytes(), group.as_bytes()]));
+    k
+}
+
+/// `counts`: XOR of the present membership records' terms of one group (32 bytes): what the
+/// heads digest holds of it, taken out when the group is deleted.
+pub fn record_digest(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = b"r".to_vec();
+    k.extend(join(&[tenant.as_bytes(), group.as_bytes()]));
+    k
+}
+
+/// `history`: one membership change of a group (a log entry's writes), in time order.
+pub fn member_history(tenant: &str, group: &str, at: i64, origin: &str, seq: u64) -> Vec<u8> {
+    let mut k = member_history_prefix(tenant, group);
+    k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(origin.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of a group's membership history.
+pub fn member_history_prefix(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = join(&[tenant.as_bytes(), group.as_bytes()]);
+    k.push(SEP);
+    k
+}
+
 /// Conflict records in time order: `CONFLICT_BY_TIME ‖ at ‖ 0 ‖ id` → the record's JSON.
 /// RFC 3339 UTC times sort as text.
 pub const CONFLICT_BY_TIME: &[u8] = b"t\0";

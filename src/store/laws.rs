@@ -44,10 +44,6 @@ enum Op {
     /// An explicit `active` write (PATCH/PUT naming `active`): `false` deactivates, `true`
     /// reactivates (a rehire).
     Active(bool),
-    /// Add member `u<n>` to a group.
-    Add(u8),
-    /// Remove member `u<n>` from a group.
-    Remove(u8),
     Delete,
 }
 
@@ -120,7 +116,6 @@ enum Write {
     Created,
     Active(bool),
     Scalar(String, Value),
-    Member(String, bool),
     Delete,
 }
 
@@ -131,10 +126,6 @@ struct OpRec {
     hash: ChangeHash,
     at: String,
     writes: Vec<Write>,
-}
-
-fn member_id(n: u8) -> String {
-    format!("u{}", n + 1)
 }
 
 fn stamp(region: usize, step: usize, skew: i64) -> Stamp {
@@ -217,12 +208,6 @@ impl Sim {
             for (k, v) in attrs {
                 match (k.as_str(), v) {
                     (layout::ACTIVE, Value::Bool(b)) => writes.push(Write::Active(*b)),
-                    (layout::MEMBERS, Value::Array(list)) => {
-                        for m in list {
-                            let id = m["value"].as_str().unwrap().to_string();
-                            writes.push(Write::Member(id, true));
-                        }
-                    }
                     _ => writes.push(Write::Scalar(k.clone(), v.clone())),
                 }
             }
@@ -260,12 +245,6 @@ impl Sim {
         let old = read_attrs(doc, kind).unwrap();
         let mut new = old.clone();
         let mut writes = Vec::new();
-        let members = |m: &Map<String, Value>| -> Vec<Value> {
-            m.get(layout::MEMBERS)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        };
         let explicit: Vec<String> = match op {
             Op::Delete => {
                 mark_deleted(doc, st).unwrap();
@@ -290,31 +269,6 @@ impl Sim {
                 writes.push(Write::Active(b));
                 new.insert(layout::ACTIVE.to_string(), Value::Bool(b));
                 vec![layout::ACTIVE.to_string()]
-            }
-            Op::Add(n) => {
-                let id = member_id(n);
-                let mut list = members(&old);
-                if !list.iter().any(|m| m["value"] == json!(id)) {
-                    list.push(json!({"value": id}));
-                    writes.push(Write::Member(id, true));
-                }
-                new.insert(layout::MEMBERS.to_string(), Value::Array(list));
-                vec![layout::MEMBERS.to_string()]
-            }
-            Op::Remove(n) => {
-                let id = member_id(n);
-                let list = members(&old);
-                if !list.iter().any(|m| m["value"] == json!(id)) {
-                    // Nothing to remove: the request changes nothing (no write at all).
-                    return;
-                }
-                let list: Vec<Value> = list
-                    .into_iter()
-                    .filter(|m| m["value"] != json!(id))
-                    .collect();
-                writes.push(Write::Member(id, false));
-                new.insert(layout::MEMBERS.to_string(), Value::Array(list));
-                vec![layout::MEMBERS.to_string()]
             }
         };
         let changed = write_attrs(doc, kind, &old, &new, &explicit, st).unwrap();
@@ -423,7 +377,6 @@ fn registers(ops: &[OpRec]) -> BTreeMap<String, Vec<(ChangeHash, Value)>> {
             let (reg, v) = match w {
                 Write::Active(b) => (layout::ACTIVE.to_string(), json!(b)),
                 Write::Scalar(k, v) => (k.clone(), v.clone()),
-                Write::Member(id, on) => (format!("member:{id}"), json!(on)),
                 Write::Created | Write::Delete => continue,
             };
             regs.entry(reg).or_default().push((op.hash, v));
@@ -589,16 +542,6 @@ fn check(h: &History) -> Result<(), TestCaseError> {
                     count(records, Rule::StickyDeactivation, layout::ACTIVE),
                     want
                 );
-            } else if let Some(id) = reg.strip_prefix("member:") {
-                // Remove-wins: present iff every maximal write is an add.
-                let present = view[layout::MEMBERS]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|m| m["value"] == json!(id)));
-                prop_assert_eq!(present, all_true(&max), "member {}", id);
-                let removes = max.iter().filter(|v| **v == json!(false)).count();
-                let want = if removes > 0 { max.len() - removes } else { 0 };
-                let attribute = format!("members[value eq \"{id}\"]");
-                prop_assert_eq!(count(records, Rule::MembershipRemoveWins, &attribute), want);
             } else {
                 // A plain attribute: one of the maximal values; every other value a record.
                 let value = &view[reg.as_str()];
@@ -614,21 +557,6 @@ fn check(h: &History) -> Result<(), TestCaseError> {
         }
         if !regs.contains_key(layout::ACTIVE) {
             prop_assert!(view.get(layout::ACTIVE).is_none());
-        }
-        if kind == ResourceKind::Group {
-            let listed: BTreeSet<String> = view[layout::MEMBERS]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| m["value"].as_str().unwrap().to_string())
-                .collect();
-            let expected: BTreeSet<String> = regs
-                .iter()
-                .filter_map(|(reg, w)| Some((reg.strip_prefix("member:")?, w)))
-                .filter(|(_, w)| all_true(&maximal(w, &anc)))
-                .map(|(id, _)| id.to_string())
-                .collect();
-            prop_assert_eq!(listed, expected, "members");
         }
     }
 
@@ -684,9 +612,8 @@ fn user_op(deletes: bool) -> BoxedStrategy<Op> {
 
 fn group_op(deletes: bool) -> BoxedStrategy<Op> {
     let edits = prop_oneof![
-        5 => (0u8..4).prop_map(Op::Add),
-        5 => (0u8..4).prop_map(Op::Remove),
-        1 => (0u8..2).prop_map(|n| Op::Set("displayName", n)),
+        3 => (0u8..2).prop_map(|n| Op::Set("displayName", n)),
+        2 => (0u8..2).prop_map(|n| Op::Set("externalId", n)),
     ];
     if deletes {
         prop_oneof![11 => edits, 1 => Just(Op::Delete)].boxed()
@@ -762,33 +689,18 @@ fn user_history() -> impl Strategy<Value = History> {
         })
 }
 
-/// Groups: one region creates (group ids are random, never created twice), with `members`
-/// (possibly empty) or, when `with_members_key` allows it, without the key at all.
-fn group_history(with_members_key: bool) -> impl Strategy<Value = History> {
-    let initial = proptest::collection::btree_set(0u8..4, 0..3).prop_map(|s| {
-        s.into_iter()
-            .map(|n| json!({"value": member_id(n)}))
-            .collect::<Vec<_>>()
-    });
-    let members = if with_members_key {
-        initial.prop_map(Some).boxed()
-    } else {
-        proptest::option::of(initial).boxed()
-    };
+/// Groups: one region creates (group ids are random, never created twice). Members are records
+/// of their own (`store::members`), with laws of their own (`conflict::membership_laws`).
+fn group_history() -> impl Strategy<Value = History> {
     (
         0..3usize,
-        members,
         skew(),
         any::<bool>().prop_flat_map(|deletes| steps(group_op(deletes))),
         any::<u64>(),
     )
-        .prop_map(|(creator, members, skew, steps, seed)| {
-            let mut a = json!({"displayName": "displayName-0"});
-            if let Some(m) = members {
-                a["members"] = Value::Array(m);
-            }
+        .prop_map(|(creator, skew, steps, seed)| {
             let mut creates: [Option<Value>; 3] = [None, None, None];
-            creates[creator] = Some(a);
+            creates[creator] = Some(json!({"displayName": "displayName-0"}));
             History {
                 kind: ResourceKind::Group,
                 creates,
@@ -809,18 +721,9 @@ proptest! {
         check(&h)?;
     }
 
-    /// Groups created with a `members` attribute (possibly empty): convergence, remove-wins
-    /// membership, delete wins, and their records.
+    /// Groups: convergence, delete wins, concurrent scalars, and their records.
     #[test]
-    fn group_histories_converge_and_removal_wins(h in group_history(true)) {
-        check(&h)?;
-    }
-
-    /// Groups created without any `members` attribute (a POST with only a displayName).
-    ///
-    /// Regression: see `concurrent_first_adds_to_a_group_created_without_members_both_survive`.
-    #[test]
-    fn group_histories_without_initial_members_obey_the_laws(h in group_history(false)) {
+    fn group_histories_converge_and_delete_wins(h in group_history()) {
         check(&h)?;
     }
 
@@ -828,7 +731,7 @@ proptest! {
     ///
     /// Regression: see `records_written_concurrently_in_two_regions_both_survive`.
     #[test]
-    fn recorded_conflicts_reach_every_region(h in prop_oneof![user_history(), group_history(true)]) {
+    fn recorded_conflicts_reach_every_region(h in prop_oneof![user_history(), group_history()]) {
         check_records_persist(&h)?;
     }
 }
@@ -927,46 +830,6 @@ fn a_delete_is_never_undone_by_concurrent_updates() {
     check(&h).unwrap();
 }
 
-#[test]
-fn a_removal_concurrent_with_an_add_wins() {
-    use Step::*;
-    let h = script(
-        ResourceKind::Group,
-        [
-            Some(json!({"displayName": "G", "members": [{"value": "u1"}]})),
-            None,
-            None,
-        ],
-        vec![
-            Deliver(0, 1, Delivery::Merge),
-            Local(0, Op::Remove(0)),
-            Local(1, Op::Remove(0)),
-            Local(1, Op::Add(0)),
-        ],
-    );
-    check(&h).unwrap();
-    assert!(final_view(&h).get("members").is_none());
-}
-
-/// Regression (found by these property tests): a group created without `members` had no members
-/// map; the first add in each region created one, two regions doing so concurrently created two
-/// maps on one key, Automerge kept one, and every member the other region added vanished
-/// silently. Fixed by creating the members map in the group's shared genesis.
-#[test]
-fn concurrent_first_adds_to_a_group_created_without_members_both_survive() {
-    use Step::*;
-    let h = script(
-        ResourceKind::Group,
-        [None, None, Some(json!({"displayName": "G"}))],
-        vec![
-            Deliver(2, 1, Delivery::Merge),
-            Local(1, Op::Add(2)),
-            Local(2, Op::Add(0)),
-        ],
-    );
-    check(&h).unwrap();
-}
-
 /// Regression (found by these property tests): the records map `x` was created by the first
 /// region that recorded a conflict; two regions recording concurrently created two maps on one
 /// root key, Automerge kept one, and the records only the other held were gone from every
@@ -1002,7 +865,7 @@ fn records_written_concurrently_in_two_regions_both_survive() {
 /// Regression (found by these property tests): on a group without a members map, a write of
 /// `members: []` created the map but `write_attrs` answered "unchanged", so `Store::update`
 /// neither committed nor logged it, and later changes depended on a change no peer was ever
-/// sent. Fixed by the members map in the genesis: an empty write writes nothing.
+/// sent. Fixed then by the members map in the genesis; now members are never document attributes.
 #[test]
 fn a_write_that_changes_nothing_leaves_nothing_behind() {
     let st = stamp(0, 1, 0);

@@ -1,30 +1,59 @@
-//! Replication log entries: which resource changed, with the Automerge change bytes.
+//! Replication log entries: which resource changed, with the Automerge change bytes and the
+//! membership writes of the same request.
 //!
-//! Encoding (version 1): `[1u8][u16 tenant len][tenant][u8 kind][u16 id len][id][change…]`.
-//! Small and versioned, since entries are kept on disk and later sent to peers.
+//! Encodings (kept on disk and sent to peers, so small and versioned):
+//! ```text
+//! v1 := 1:u8 u16 tenant_len, tenant, kind:u8, u16 id_len, id, change…
+//! v2 := 2:u8 u16 tenant_len, tenant, kind:u8, u16 id_len, id, varint change_len, change,
+//!       varint at_millis, marks, varint n, n × membership write, varint r,
+//!       r × (varint len, record JSON)
+//! ```
+//! v1 is written when there is nothing but a document change (most writes), v2 otherwise. A
+//! membership write ([`Write`]) carries the member id, add or remove, the member's shown
+//! attributes and what the record's context held beyond `marks`; its dot is the entry's
+//! (origin, sequence), its time `at_millis`, and its context the writer's `marks` (everything
+//! it had applied) plus its own. Conflict records (`r`) are decisions about memberships a region
+//! observed while merging: they replicate as entries of their own, since membership records do
+//! not keep them.
 
 use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
 
 use super::{keys, StoreError};
+use crate::conflict::membership::{put_marks, put_varint, take_marks, take_varint, Write};
 use crate::scim::schema::ResourceKind;
 
-const ENTRY_VERSION: u8 = 1;
-
 /// One replication log entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogEntry {
     pub tenant: String,
     pub kind: ResourceKind,
     pub id: String,
-    /// Automerge change bytes (`save_after` the heads before the write).
+    /// Automerge change bytes (`save_after` the heads before the write); empty when the write
+    /// changed memberships only.
     pub change: Vec<u8>,
+    /// The writing region's clock (milliseconds since the epoch): the time of the membership
+    /// writes. 0 in v1 entries.
+    pub at: i64,
+    /// The writer's marks when it wrote (every entry it had applied): the causal context of the
+    /// membership writes. Empty in v1 entries.
+    pub context: std::collections::BTreeMap<String, u64>,
+    /// Membership writes (`id` is the group).
+    pub members: Vec<Write>,
+    /// Conflict records (JSON) a region observed while merging memberships.
+    pub records: Vec<Vec<u8>>,
 }
+
+/// The longest conflict record accepted in an entry.
+const MAX_RECORD: u64 = 64 << 10;
 
 impl LogEntry {
     /// Encode for storage and the wire.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(6 + self.tenant.len() + self.id.len() + self.change.len());
-        out.push(ENTRY_VERSION);
+        let v2 = !self.members.is_empty() || !self.records.is_empty();
+        let mut out = Vec::with_capacity(
+            16 + self.tenant.len() + self.id.len() + self.change.len() + 64 * self.members.len(),
+        );
+        out.push(if v2 { 2 } else { 1 });
         out.extend_from_slice(&(self.tenant.len() as u16).to_be_bytes());
         out.extend_from_slice(self.tenant.as_bytes());
         out.push(match self.kind {
@@ -33,14 +62,30 @@ impl LogEntry {
         });
         out.extend_from_slice(&(self.id.len() as u16).to_be_bytes());
         out.extend_from_slice(self.id.as_bytes());
+        if !v2 {
+            out.extend_from_slice(&self.change);
+            return out;
+        }
+        put_varint(&mut out, self.change.len() as u64);
         out.extend_from_slice(&self.change);
+        put_varint(&mut out, self.at.max(0) as u64);
+        put_marks(&mut out, &self.context);
+        put_varint(&mut out, self.members.len() as u64);
+        for w in &self.members {
+            w.encode_into(&mut out);
+        }
+        put_varint(&mut out, self.records.len() as u64);
+        for r in &self.records {
+            put_varint(&mut out, r.len() as u64);
+            out.extend_from_slice(r);
+        }
         out
     }
 
     /// Decode; `None` for bytes this version did not write.
     pub fn decode(bytes: &[u8]) -> Option<LogEntry> {
         let (&version, rest) = bytes.split_first()?;
-        if version != ENTRY_VERSION {
+        if version != 1 && version != 2 {
             return None;
         }
         let (tenant, rest) = take_str(rest)?;
@@ -51,12 +96,46 @@ impl LogEntry {
             _ => return None,
         };
         let (id, rest) = take_str(rest)?;
-        Some(LogEntry {
+        let mut entry = LogEntry {
             tenant,
             kind,
             id,
-            change: rest.to_vec(),
-        })
+            ..LogEntry::default()
+        };
+        if version == 1 {
+            entry.change = rest.to_vec();
+            return Some(entry);
+        }
+        let (len, rest) = take_varint(rest).ok()?;
+        let len = usize::try_from(len).ok().filter(|l| *l <= rest.len())?;
+        entry.change = rest[..len].to_vec();
+        let (at, rest) = take_varint(&rest[len..]).ok()?;
+        entry.at = i64::try_from(at).ok()?;
+        let (context, rest) = take_marks(rest).ok()?;
+        entry.context = context;
+        let (n, mut rest) = take_varint(rest).ok()?;
+        // Every write takes at least 4 bytes: a count beyond the bytes left is garbage.
+        if n > rest.len() as u64 / 4 + 1 {
+            return None;
+        }
+        for _ in 0..n {
+            let (w, more) = Write::decode_from(rest).ok()?;
+            entry.members.push(w);
+            rest = more;
+        }
+        let (r, mut rest) = take_varint(rest).ok()?;
+        if r > rest.len() as u64 + 1 {
+            return None;
+        }
+        for _ in 0..r {
+            let (len, more) = take_varint(rest).ok()?;
+            if len > MAX_RECORD || len > more.len() as u64 {
+                return None;
+            }
+            entry.records.push(more[..len as usize].to_vec());
+            rest = &more[len as usize..];
+        }
+        rest.is_empty().then_some(entry)
     }
 }
 
@@ -122,12 +201,32 @@ mod tests {
             kind: ResourceKind::Group,
             id: "g1".into(),
             change: vec![1, 2, 3],
+            ..LogEntry::default()
         };
         assert_eq!(LogEntry::decode(&e.encode()), Some(e.clone()));
         let mut bytes = e.encode();
         bytes[0] = 9;
         assert_eq!(LogEntry::decode(&bytes), None);
         assert_eq!(LogEntry::decode(&[1, 0]), None);
+        let with_members = LogEntry {
+            at: 1_700_000_000_000,
+            members: vec![Write {
+                group: None,
+                member: "u1".into(),
+                on: true,
+                attrs: Some("{\"display\":\"A\"}".into()),
+                seen: [("eu".to_string(), 3)].into(),
+            }],
+            records: vec![b"{}".to_vec()],
+            context: [("us".to_string(), 7)].into(),
+            ..e.clone()
+        };
+        let bytes = with_members.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(LogEntry::decode(&bytes), Some(with_members));
+        for cut in 1..bytes.len() {
+            assert_eq!(LogEntry::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
     }
 }
 
@@ -146,8 +245,102 @@ struct MarksInner {
     above: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>,
 }
 
+/// The meta key of an origin's persisted mark (u64 big-endian, merged as a maximum).
+pub fn mark_key(origin: &str) -> Vec<u8> {
+    let mut k = b"mark\0".to_vec();
+    k.extend_from_slice(origin.as_bytes());
+    k
+}
+
+/// The meta key of an origin's log floor: the lowest sequence the log still holds.
+pub fn floor_key(origin: &str) -> Vec<u8> {
+    let mut k = b"floor\0".to_vec();
+    k.extend_from_slice(origin.as_bytes());
+    k
+}
+
+/// RocksDB merge operator of `meta`: marks (`mark\0…`) keep the largest operand; every other
+/// merged key (the heads digest) is an XOR of its operands.
+pub fn meta_merge(
+    key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    if key.starts_with(b"mark\0") {
+        let max = existing
+            .into_iter()
+            .chain(operands)
+            .filter_map(|v| <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes))
+            .max()
+            .unwrap_or(0);
+        return Some(max.to_be_bytes().to_vec());
+    }
+    super::xor_merge(key, existing, operands)
+}
+
+/// Every `prefix ‖ origin → u64` entry of `meta`.
+fn read_u64_map(
+    db: &DB,
+    meta: &ColumnFamily,
+    prefix: &[u8],
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in db.iterator_cf(meta, IteratorMode::From(prefix, Direction::Forward)) {
+        let (k, v) = r?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        let value = <[u8; 8]>::try_from(&v[..])
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("a mark or floor in meta".into()))?;
+        out.insert(
+            String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+            value,
+        );
+    }
+    Ok(out)
+}
+
+/// The persisted log floors (origins absent from the map have floor 1).
+pub fn load_floors(
+    db: &DB,
+    meta: &ColumnFamily,
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    read_u64_map(db, meta, b"floor\0")
+}
+
 impl Marks {
-    /// Read every log key once (at open).
+    /// Marks as persisted in `meta`, plus this region's own entries committed above its
+    /// persisted (lower-bound) mark: a few, the writes that were in flight. Never reads the
+    /// rest of the log.
+    pub fn load(
+        db: &DB,
+        meta: &ColumnFamily,
+        log: &ColumnFamily,
+        own: &str,
+    ) -> Result<Marks, StoreError> {
+        let persisted = read_u64_map(db, meta, b"mark\0")?;
+        let marks = Marks::default();
+        {
+            let mut m = marks.lock();
+            m.hwm = persisted;
+        }
+        let from = marks.hwm().get(own).copied().unwrap_or(0) + 1;
+        let start = keys::log(own, from);
+        let prefix = start[..start.len() - 8].to_vec();
+        for r in db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, _) = r?;
+            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&k[prefix.len()..]);
+            marks.committed(own, u64::from_be_bytes(seq));
+        }
+        Ok(marks)
+    }
+
+    /// Read every log key once (a format-2 folder, whose marks are only in its log).
     pub fn scan(db: &DB, cf: &ColumnFamily) -> Result<Marks, StoreError> {
         let marks = Marks::default();
         for r in db.iterator_cf(cf, IteratorMode::Start) {
@@ -257,5 +450,63 @@ mod mark_tests {
         m.committed("a", 4);
         assert_eq!(m.hwm()["a"], 5);
         assert!(m.holes("a").is_empty());
+    }
+}
+
+use std::sync::atomic::Ordering;
+
+use super::{Store, CF_LOG};
+
+impl Store {
+    /// Replication log entries of `origin` from `from_seq` on (at most `limit`).
+    pub fn log_since(
+        &self,
+        origin: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+        read(&self.db, self.cf(CF_LOG), origin, from_seq, limit)
+    }
+
+    /// The highest local log sequence number handed out so far: every local write that has
+    /// returned is at or below it (quorum waits use it as their target).
+    pub fn last_local_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire).saturating_sub(1)
+    }
+
+    /// Register the function called after every local commit (once; later calls are ignored).
+    pub fn set_on_commit(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_commit.set(f);
+    }
+
+    /// Contiguous high-water marks of the log per origin (what replication may offer peers).
+    pub fn log_hwm(&self) -> std::collections::BTreeMap<String, u64> {
+        self.marks.hwm()
+    }
+
+    /// A digest of every document's heads with the marks it was taken at (one consistent
+    /// snapshot), or `None` while some committed entry is above its origin's mark.
+    pub fn digest(&self) -> Option<(std::collections::BTreeMap<String, u64>, [u8; 32])> {
+        let digest = self.digest.lock().unwrap_or_else(|p| p.into_inner());
+        let (hwm, settled) = self.marks.snapshot();
+        settled.then_some((hwm, *digest))
+    }
+
+    /// Raw log entries of `origin` from `from` on, bounded by count and bytes (at least one).
+    pub fn log_read(
+        &self,
+        origin: &str,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        read_raw(
+            &self.db,
+            self.cf(CF_LOG),
+            origin,
+            from,
+            max_entries,
+            max_bytes,
+        )
     }
 }

@@ -1,0 +1,567 @@
+//! Local writes: create, update (PUT/PATCH), delete, and the view and index changes they stage.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::scim::members::Touch;
+
+impl Store {
+    /// Create a resource from normalised attributes (no `schemas`, `id`, `meta`).
+    ///
+    /// Users get a deterministic id from (tenant, userName), so concurrent or replayed POSTs of
+    /// one user meet on one document. A POST whose userName is taken answers `Replay` when the
+    /// existing user already has exactly these attributes (the retry of a POST whose response was
+    /// lost) and a `uniqueness` error otherwise.
+    pub fn create(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        attrs: Map<String, Value>,
+    ) -> Result<Created, StoreError> {
+        match kind {
+            ResourceKind::Group => {
+                let id = ids::random_id();
+                let members = members_by_id(attrs.get("members"));
+                let mut locks = vec![(tenant, id.as_str())];
+                locks.extend(members.keys().map(|m| (tenant, m.as_str())));
+                let _g = self.lock_stripes(&locks);
+                self.write_new(tenant, kind, &id, attrs).map(Created::New)
+            }
+            ResourceKind::User => {
+                let user_name = attrs
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ScimError::InvalidValue("userName is required".into()))?
+                    .to_string();
+                let _n = lock(
+                    &self.name_locks[stripe((tenant, ids::normalize_case_insensitive(&user_name)))],
+                );
+                if let Some(existing) = self
+                    .lookup(tenant, kind, "userName", &user_name)?
+                    .into_iter()
+                    .next()
+                {
+                    if let Some(stored) = self.get(tenant, kind, &existing)? {
+                        if same_attrs(&stored.view, &attrs) {
+                            return Ok(Created::Replay(stored));
+                        }
+                    }
+                    return Err(ScimError::Uniqueness(format!(
+                        "userName {user_name:?} is already taken"
+                    ))
+                    .into());
+                }
+                for n in 0..64 {
+                    let id = ids::user_id_candidate(tenant, &user_name, n);
+                    let _g = lock(&self.id_locks[stripe((tenant, &id))]);
+                    let key = keys::resource(tenant, kind, &id);
+                    if self.db.get_pinned_cf(self.cf(CF_DOCS), &key)?.is_some() {
+                        continue; // held by a renamed user or a tombstone
+                    }
+                    return self.write_new(tenant, kind, &id, attrs).map(Created::New);
+                }
+                Err(StoreError::Corrupt(format!(
+                    "no free id for userName {user_name:?}"
+                )))
+            }
+        }
+    }
+
+    /// Write a new resource (the caller holds its stripe and, for a group, its members'):
+    /// the document, its view, and for a group its members' records, in one entry.
+    pub(super) fn write_new(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        mut attrs: Map<String, Value>,
+    ) -> Result<Stored, StoreError> {
+        let members = match kind {
+            ResourceKind::Group => members_by_id(attrs.remove("members").as_ref()),
+            ResourceKind::User => BTreeMap::new(),
+        };
+        let stamp = self.stamp();
+        let mut doc = doc::create(kind, id, self.actor.clone(), &stamp)?;
+        let explicit: Vec<String> = attrs.keys().cloned().collect();
+        doc::write_attrs(&mut doc, kind, &Map::new(), &attrs, &explicit, &stamp)?;
+        doc.put_modified_and_commit(&stamp);
+        let view = doc::materialize(&mut doc, kind)?;
+        // A new document's only change is the whole document: store those bytes once (Automerge
+        // loads a sequence of changes as well as a saved document).
+        let change = doc.save_after(&[]);
+        let key = keys::resource(tenant, kind, id);
+        let mut batch = WriteBatch::default();
+        let mut m = Merge::default();
+        let seq = self.alloc_seq();
+        let context = self.marks.hwm();
+        let staged: Result<(), StoreError> = (|| {
+            let delta = self.stage_doc(&mut batch, &key, [0; 32], &mut doc, Some(&change));
+            xor_into(&mut m.delta, &delta);
+            self.stage_view(&mut batch, &mut m, tenant, kind, id, None, Some(&view))?;
+            let changes: Vec<_> = members
+                .iter()
+                .map(|(member, value)| {
+                    (
+                        id.to_string(),
+                        member.clone(),
+                        Some(members::member_attrs(value)),
+                    )
+                })
+                .collect();
+            let writes = self.stage_member_changes(
+                &mut batch,
+                &mut m,
+                tenant,
+                Some(id),
+                &changes,
+                seq,
+                &stamp,
+                &context,
+            )?;
+            self.put_log(
+                &mut batch,
+                seq,
+                &LogEntry {
+                    tenant: tenant.into(),
+                    kind,
+                    id: id.into(),
+                    change: change.clone(),
+                    at: stamp.millis,
+                    context: context.clone(),
+                    members: writes,
+                    records: Vec::new(),
+                },
+            );
+            Ok(())
+        })();
+        self.commit_staged(batch, seq, staged, m.delta)?;
+        self.cache_put(key, doc);
+        Ok(Stored::from_view(view))
+    }
+
+    /// Update a live resource: `f` maps its stored attributes to the new ones. Only what differs
+    /// is written; a change that writes nothing answers the current resource without a write.
+    /// A new userName taken by another user is a `uniqueness` error.
+    pub fn update(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+    ) -> Result<Stored, StoreError> {
+        match kind {
+            ResourceKind::User => self.update_recording(tenant, kind, id, if_match, f, &[]),
+            ResourceKind::Group => self.update_group(tenant, id, if_match, &Touch::All, f),
+        }
+    }
+
+    /// Update a live group: `f` maps its attributes, with the members `touch` names (all of
+    /// them for [`Touch::All`]), to the new ones. Only the group's document and the records of
+    /// members whose state differs are written, in one entry: the cost follows what the
+    /// request touches, not the group's size.
+    pub fn update_group(
+        &self,
+        tenant: &str,
+        id: &str,
+        if_match: Option<&str>,
+        touch: &Touch,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+    ) -> Result<Stored, StoreError> {
+        let kind = ResourceKind::Group;
+        let _guards = match touch {
+            Touch::All => self.lock_all(),
+            Touch::Ids(ids) => {
+                let mut locks = vec![(tenant, id)];
+                locks.extend(ids.iter().map(|m| (tenant, m.as_str())));
+                self.lock_stripes(&locks)
+            }
+        };
+        let key = keys::resource(tenant, kind, id);
+        let mut doc = self.load_live(&key, id)?;
+        if let Some(tag) = if_match {
+            let current = members::combined_version(
+                &doc::version(&mut doc),
+                &self.member_digest(tenant, id)?,
+            );
+            if !etag_matches(tag, &current) {
+                self.cache_put(key, doc);
+                return Err(StoreError::PreconditionFailed { current });
+            }
+        }
+        let old_attrs = doc::read_attrs(&doc, kind)?;
+        let old_members = match touch {
+            Touch::Ids(ids) => self.present_members(tenant, id, ids)?,
+            Touch::All => self.all_present_members(tenant, id)?,
+        };
+        let mut full = old_attrs.clone();
+        if !old_members.is_empty() {
+            full.insert(
+                "members".into(),
+                Value::Array(old_members.values().cloned().collect()),
+            );
+        }
+        let (mut new_attrs, explicit) = match f(&full) {
+            Ok(v) => v,
+            Err(e) => {
+                self.cache_put(key, doc);
+                return Err(e.into());
+            }
+        };
+        let new_members = members_by_id(new_attrs.remove("members").as_ref());
+        if let Touch::Ids(ids) = touch {
+            if new_members
+                .keys()
+                .any(|m| !ids.contains(m) && !old_members.contains_key(m))
+            {
+                // The request named a member `touched` did not foresee: redo it holding
+                // every stripe (correct whatever it touches).
+                self.cache_put(key, doc);
+                drop(_guards);
+                return self.update_group(tenant, id, if_match, &Touch::All, f);
+            }
+        }
+        let mut changes = Vec::new();
+        let all: BTreeSet<&String> = old_members.keys().chain(new_members.keys()).collect();
+        for member in all {
+            match (old_members.get(member), new_members.get(member)) {
+                (Some(_), None) => changes.push((id.to_string(), member.clone(), None)),
+                (None, Some(n)) => changes.push((
+                    id.to_string(),
+                    member.clone(),
+                    Some(members::member_attrs(n)),
+                )),
+                (Some(o), Some(n)) if o != n => changes.push((
+                    id.to_string(),
+                    member.clone(),
+                    Some(members::member_attrs(n)),
+                )),
+                _ => {}
+            }
+        }
+        let explicit: Vec<String> = explicit.into_iter().filter(|e| e != "members").collect();
+        let stamp = self.stamp();
+        let heads = doc.get_heads();
+        let before = heads_term(&key, &mut doc);
+        let old_view = doc::materialize(&mut doc, kind)?;
+        let wrote = doc::write_attrs(&mut doc, kind, &old_attrs, &new_attrs, &explicit, &stamp)?;
+        if !wrote && changes.is_empty() {
+            self.cache_put(key, doc);
+            return Ok(Stored::from_view(old_view));
+        }
+        let mut batch = WriteBatch::default();
+        let mut m = Merge::default();
+        let seq = self.alloc_seq();
+        let context = self.marks.hwm();
+        let mut view = old_view.clone();
+        let staged: Result<(), StoreError> = (|| {
+            let mut change = Vec::new();
+            if wrote {
+                doc.put_modified_and_commit(&stamp);
+                view = doc::materialize(&mut doc, kind)?;
+                change = doc.save_after(&heads);
+                let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
+                xor_into(&mut m.delta, &delta);
+                self.stage_view(
+                    &mut batch,
+                    &mut m,
+                    tenant,
+                    kind,
+                    id,
+                    Some(&old_view),
+                    Some(&view),
+                )?;
+            }
+            let writes = self.stage_member_changes(
+                &mut batch,
+                &mut m,
+                tenant,
+                Some(id),
+                &changes,
+                seq,
+                &stamp,
+                &context,
+            )?;
+            self.put_log(
+                &mut batch,
+                seq,
+                &LogEntry {
+                    tenant: tenant.into(),
+                    kind,
+                    id: id.into(),
+                    change,
+                    at: stamp.millis,
+                    context: context.clone(),
+                    members: writes,
+                    records: Vec::new(),
+                },
+            );
+            Ok(())
+        })();
+        self.commit_staged(batch, seq, staged, m.delta)?;
+        self.cache_put(key, doc);
+        Ok(Stored::from_view(view))
+    }
+
+    /// [`Store::update`] that also stores conflict records in the document (and indexes them).
+    pub(super) fn update_recording(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+        records: &[Conflict],
+    ) -> Result<Stored, StoreError> {
+        // A userName change must hold the new name's lock (always taken before the id lock), so
+        // the first pass learns the new name and a second pass writes under both locks.
+        let mut name_guard: Option<(String, MutexGuard<'_, ()>)> = None;
+        for _ in 0..4 {
+            let id_guard = lock(&self.id_locks[stripe((tenant, id))]);
+            let key = keys::resource(tenant, kind, id);
+            let mut doc = self.load_live(&key, id)?;
+            if let Some(tag) = if_match {
+                let current = self.served_version(tenant, kind, id, &doc::version(&mut doc))?;
+                if !etag_matches(tag, &current) {
+                    self.cache_put(key, doc);
+                    return Err(StoreError::PreconditionFailed { current });
+                }
+            }
+            let old = doc::read_attrs(&doc, kind)?;
+            let (new, explicit) = match f(&old) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.cache_put(key, doc);
+                    return Err(e.into());
+                }
+            };
+            if kind == ResourceKind::User {
+                let old_name = old
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .map(ids::normalize_case_insensitive);
+                let new_name = new
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let new_norm = ids::normalize_case_insensitive(&new_name);
+                if old_name.as_deref() != Some(new_norm.as_str()) {
+                    if name_guard.as_ref().map(|(n, _)| n) != Some(&new_norm) {
+                        self.cache_put(key, doc);
+                        drop(id_guard);
+                        drop(name_guard.take());
+                        let g = lock(&self.name_locks[stripe((tenant, new_norm.clone()))]);
+                        name_guard = Some((new_norm, g));
+                        continue;
+                    }
+                    let taken = self
+                        .lookup(tenant, kind, "userName", &new_name)?
+                        .into_iter()
+                        .any(|other| other != id);
+                    if taken {
+                        self.cache_put(key, doc);
+                        return Err(ScimError::Uniqueness(format!(
+                            "userName {new_name:?} is already taken"
+                        ))
+                        .into());
+                    }
+                }
+            }
+            let stamp = self.stamp();
+            let heads = doc.get_heads();
+            let before = heads_term(&key, &mut doc);
+            let old_view = doc::materialize(&mut doc, kind)?;
+            let wrote = doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &stamp)?;
+            if !(doc::record_conflicts(&mut doc, records)? || wrote) {
+                self.cache_put(key, doc);
+                return Ok(Stored::from_view(old_view));
+            }
+            doc.put_modified_and_commit(&stamp);
+            let view = doc::materialize(&mut doc, kind)?;
+            let change = doc.save_after(&heads);
+            let mut batch = WriteBatch::default();
+            let mut indexed = Vec::new();
+            for record in records {
+                if self.stage_record(&mut batch, record)? {
+                    indexed.push(record.rule);
+                }
+            }
+            let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
+            let mut m = Merge::default();
+            self.stage_view(
+                &mut batch,
+                &mut m,
+                tenant,
+                kind,
+                id,
+                Some(&old_view),
+                Some(&view),
+            )?;
+            let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
+            self.commit(batch, &[seq], None, delta)?;
+            self.count_indexed(&indexed);
+            self.cache_put(key, doc);
+            return Ok(Stored::from_view(view));
+        }
+        Err(StoreError::Scim(ScimError::Unavailable(
+            "the userName kept changing concurrently; retry".into(),
+        )))
+    }
+
+    /// Delete a live resource, leaving a tombstone document. Deleting a user also removes it from
+    /// every group it is in (in the same entry), so its memberships end removed everywhere and
+    /// are collected like any removal; a deleted group's records stay, unlisted, until its
+    /// tombstone is collected.
+    pub fn delete(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // A user's removals write records of its groups, so every group's stripe is held too:
+        // learn the groups, lock them all in order, and check that none joined meanwhile.
+        let mut groups: BTreeSet<String> = BTreeSet::new();
+        let _guards = loop {
+            let mut locks = vec![(tenant, id)];
+            locks.extend(groups.iter().map(|g| (tenant, g.as_str())));
+            let guards = self.lock_stripes(&locks);
+            let now: BTreeSet<String> = match kind {
+                ResourceKind::User => self.member_groups(tenant, id)?.into_iter().collect(),
+                ResourceKind::Group => BTreeSet::new(),
+            };
+            if now.is_subset(&groups) {
+                groups = now;
+                break guards;
+            }
+            drop(guards);
+            groups.extend(now);
+        };
+        let key = keys::resource(tenant, kind, id);
+        let mut doc = self.load_live(&key, id)?;
+        if let Some(tag) = if_match {
+            let current = self.served_version(tenant, kind, id, &doc::version(&mut doc))?;
+            if !etag_matches(tag, &current) {
+                self.cache_put(key, doc);
+                return Err(StoreError::PreconditionFailed { current });
+            }
+        }
+        let stamp = self.stamp();
+        let heads = doc.get_heads();
+        let before = heads_term(&key, &mut doc);
+        let old_view = doc::materialize(&mut doc, kind)?;
+        doc::mark_deleted(&mut doc, &stamp)?;
+        doc.commit_with(automerge::transaction::CommitOptions::default().with_time(stamp.millis));
+        let change = doc.save_after(&heads);
+        let mut batch = WriteBatch::default();
+        let mut m = Merge::default();
+        let seq = self.alloc_seq();
+        let context = self.marks.hwm();
+        let staged: Result<(), StoreError> = (|| {
+            let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
+            xor_into(&mut m.delta, &delta);
+            if kind == ResourceKind::Group {
+                self.stage_group_deleted(&mut batch, &mut m, tenant, id)?;
+            }
+            let removals: Vec<_> = groups
+                .iter()
+                .map(|g| (g.clone(), id.to_string(), None))
+                .collect();
+            let writes = self.stage_member_changes(
+                &mut batch, &mut m, tenant, None, &removals, seq, &stamp, &context,
+            )?;
+            self.stage_view(&mut batch, &mut m, tenant, kind, id, Some(&old_view), None)?;
+            self.put_log(
+                &mut batch,
+                seq,
+                &LogEntry {
+                    tenant: tenant.into(),
+                    kind,
+                    id: id.into(),
+                    change,
+                    at: stamp.millis,
+                    context: context.clone(),
+                    members: writes,
+                    records: Vec::new(),
+                },
+            );
+            let mut marks = self.marks.hwm();
+            marks.insert(self.region.clone(), seq);
+            self.stage_tomb(&mut batch, &key, tenant, id, &marks)?;
+            Ok(())
+        })();
+        self.commit_staged(batch, seq, staged, m.delta)?;
+        self.cache_put(key, doc);
+        Ok(())
+    }
+
+    /// Stage the view and index changes of a resource going from `old` to `new` (None = absent),
+    /// the tenant's counts, and, when the resource appears or disappears, its listing as a
+    /// member of groups (and, for a group that appears with records already here, its own
+    /// members: the caller then holds every stripe; see [`Store::group_has_records`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stage_view(
+        &self,
+        batch: &mut WriteBatch,
+        m: &mut Merge,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        let key = keys::resource(tenant, kind, id);
+        match new {
+            Some(view) => batch.put_cf(
+                self.cf(CF_VIEWS),
+                &key,
+                serde_json::to_vec(view).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            None => batch.delete_cf(self.cf(CF_VIEWS), &key),
+        }
+        let index = self.cf(CF_INDEX);
+        let old_entries: BTreeSet<_> = old.map(|v| index_entries(kind, v)).unwrap_or_default();
+        let new_entries: BTreeSet<_> = new.map(|v| index_entries(kind, v)).unwrap_or_default();
+        for (attr, value) in old_entries.difference(&new_entries) {
+            batch.delete_cf(index, keys::index(tenant, kind, attr, value, id));
+        }
+        for (attr, value) in new_entries.difference(&old_entries) {
+            batch.put_cf(index, keys::index(tenant, kind, attr, value, id), b"");
+        }
+        let appears = match (old.is_some(), new.is_some()) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => return Ok(()),
+        };
+        let step = if appears { 1i64 } else { -1 };
+        let counts = self.cf(CF_COUNTS);
+        batch.merge_cf(
+            counts,
+            keys::resource_count(tenant, kind),
+            step.to_le_bytes(),
+        );
+        batch.merge_cf(
+            counts,
+            keys::bucket_count(tenant, kind, keys::bucket_of(id)),
+            step.to_le_bytes(),
+        );
+        m.live.insert((tenant.to_string(), id.to_string()), appears);
+        self.stage_member_liveness(batch, m, tenant, id, appears)?;
+        if kind == ResourceKind::Group && appears && self.group_has_records(tenant, id)? {
+            self.stage_group_live(batch, m, tenant, id)?;
+        }
+        Ok(())
+    }
+}
+
+/// The members of a `members` value, by id (elements without an id are dropped: validation
+/// refused them before).
+pub(super) fn members_by_id(value: Option<&Value>) -> BTreeMap<String, Value> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m.get("value")?.as_str()?.to_string(), m.clone())))
+        .collect()
+}
