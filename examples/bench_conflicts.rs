@@ -26,6 +26,7 @@ fn open(dir: &std::path::Path, region: &str) -> Store {
             region: region.into(),
             sync_writes: true,
             doc_cache_size: 100_000,
+            io_statistics: false,
         },
     )
     .expect("open store")

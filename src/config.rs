@@ -108,6 +108,58 @@ pub struct ReplicationConfig {
     /// dropped, their id kept so it is never reused and late changes are ignored). 0: never.
     #[serde(default = "default_tombstone_gc_interval_ms")]
     pub tombstone_gc_interval_ms: u64,
+    /// How often removed membership records that no write can reach anymore are collected
+    /// (every region holds the removal, and every write concurrent with it has arrived here).
+    /// 0: never.
+    #[serde(default = "default_membership_gc_interval_ms")]
+    pub membership_gc_interval_ms: u64,
+    /// How often the replication log is truncated (entries every known region holds, beyond
+    /// the `log_keep_entries` window). 0: never.
+    #[serde(default = "default_truncate_interval_ms")]
+    pub truncate_interval_ms: u64,
+    /// Per origin, how many of the newest entries every region holds are kept anyway: a slow
+    /// or restored peer within this window catches up entry by entry instead of by snapshot.
+    #[serde(default = "default_log_keep_entries")]
+    pub log_keep_entries: u64,
+    /// Per origin, the most entries kept for a region that does not acknowledge them (down,
+    /// partitioned): beyond this the log is cut anyway and that region gets a snapshot when it
+    /// returns. 0: no limit (a region that stays down holds the log back forever).
+    #[serde(default = "default_log_max_entries")]
+    pub log_max_entries: u64,
+    /// Bytes of documents and records per snapshot chunk (one message).
+    #[serde(default = "default_snapshot_chunk_bytes")]
+    pub snapshot_chunk_bytes: usize,
+    /// Snapshot chunks sent and not yet acknowledged (applied) by the receiver.
+    #[serde(default = "default_snapshot_window")]
+    pub snapshot_window: u64,
+    /// At start, writes wait until a peer has reported what it holds of this region, at most
+    /// this long: a region restored from an old backup must not reuse sequence numbers the
+    /// cluster already holds. 0: no wait.
+    #[serde(default = "default_start_hold_ms")]
+    pub start_hold_ms: u64,
+}
+
+fn default_start_hold_ms() -> u64 {
+    3_000
+}
+
+fn default_membership_gc_interval_ms() -> u64 {
+    60_000
+}
+fn default_truncate_interval_ms() -> u64 {
+    10_000
+}
+fn default_log_keep_entries() -> u64 {
+    10_000
+}
+fn default_log_max_entries() -> u64 {
+    10_000_000
+}
+fn default_snapshot_chunk_bytes() -> usize {
+    1 << 20
+}
+fn default_snapshot_window() -> u64 {
+    4
 }
 
 fn default_tombstone_gc_interval_ms() -> u64 {
@@ -430,6 +482,22 @@ impl Config {
                 return invalid(
                     "replication.digest_interval_ms",
                     &format!("must be 0 (no digests) or at least {MIN_DIGEST_INTERVAL_MS}"),
+                );
+            }
+            // Half the replication wire's largest frame (16 MiB), so a chunk always fits.
+            if !(4096..=8 << 20).contains(&r.snapshot_chunk_bytes) {
+                return invalid(
+                    "replication.snapshot_chunk_bytes",
+                    "must be between 4096 and 8388608 (half the largest frame)",
+                );
+            }
+            if r.snapshot_window == 0 || r.snapshot_window > 64 {
+                return invalid("replication.snapshot_window", "must be between 1 and 64");
+            }
+            if r.log_max_entries != 0 && r.log_max_entries <= r.log_keep_entries {
+                return invalid(
+                    "replication.log_max_entries",
+                    "must be 0 (no limit) or more than replication.log_keep_entries",
                 );
             }
             for peer in &r.peers {

@@ -47,6 +47,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
             region: config.region.clone(),
             sync_writes: config.storage.sync_writes,
             doc_cache_size: config.storage.doc_cache_size,
+            io_statistics: false,
         },
     )?;
     let mut tokens: HashMap<String, String> = store.stored_tokens()?;

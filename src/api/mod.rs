@@ -363,16 +363,28 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .get()
         .and_then(|s| s.lock().ok().map(|v| v.clone()))
         .unwrap_or(Value::Null);
-    let (status, mut body) = match storage {
-        Ok(()) => (
+    // A region that refuses writes (recovering its own log) is not one an IdP should reach.
+    let writes = state.store.writes_refused();
+    let (status, mut body) = match (storage, writes) {
+        (Ok(()), None) => (
             StatusCode::OK,
-            json!({"status": "ok", "region": state.store.region(), "checks": {"api": "ok", "storage": "ok"}}),
+            json!({"status": "ok", "region": state.store.region(),
+                   "checks": {"api": "ok", "storage": "ok", "writes": "ok"}}),
         ),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unavailable", "region": state.store.region(),
-                   "checks": {"api": "ok", "storage": reason.clone()}, "reasons": [reason]}),
-        ),
+        (storage, writes) => {
+            let storage_text = match &storage {
+                Ok(()) => "ok".to_string(),
+                Err(reason) => reason.clone(),
+            };
+            let reasons: Vec<String> = storage.err().into_iter().chain(writes.clone()).collect();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable", "region": state.store.region(),
+                       "checks": {"api": "ok", "storage": storage_text,
+                                  "writes": writes.unwrap_or_else(|| "ok".into())},
+                       "reasons": reasons}),
+            )
+        }
     };
     body["replication"] = replication;
     let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
@@ -459,5 +471,51 @@ pub async fn blocking<T: Send + 'static>(
                 "the request failed unexpectedly".into(),
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn health_answers_503_with_the_reason_while_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            &format!("region = \"h\"\ndata_dir = \"{}\"", dir.path().display()),
+            "test",
+            Vec::new(),
+        )
+        .unwrap();
+        let store = Store::open(
+            dir.path(),
+            crate::store::StoreOptions {
+                region: "h".into(),
+                sync_writes: false,
+                doc_cache_size: 10,
+                io_statistics: false,
+            },
+        )
+        .unwrap();
+        let state = Arc::new(AppState::new(Arc::new(store), config, HashMap::new()));
+        let get = || {
+            Request::builder()
+                .uri("/health")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let r = app(state.clone()).oneshot(get()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        state.store.refuse_writes("recovering its own log".into());
+        let r = app(state.clone()).oneshot(get()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["checks"]["writes"], "recovering its own log");
+        assert_eq!(v["checks"]["storage"], "ok");
+        state.store.open_writes();
+        let r = app(state).oneshot(get()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
     }
 }

@@ -110,6 +110,7 @@ pub mod needs;
 pub mod node;
 pub mod protocol;
 pub mod quic;
+pub mod snapshot;
 pub mod store_log;
 pub mod wire;
 

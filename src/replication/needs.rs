@@ -86,6 +86,48 @@ pub fn should_send(
     stalled_for >= forward_after
 }
 
+/// Does a region with marks `ours` need a snapshot from a peer whose log starts at `floor`?
+/// Yes when, for some origin, the peer no longer holds the next entry we lack
+/// (`ours + 1 < floor`): entry by entry we can never catch up from it.
+pub fn snapshot_needed(ours: &Hwm, floor: &Hwm) -> bool {
+    floor
+        .iter()
+        .any(|(origin, f)| ours.get(origin).copied().unwrap_or(0) + 1 < *f)
+}
+
+/// Where to truncate the log: per origin, the new floor (the lowest sequence to keep), or
+/// nothing for origins that stay as they are.
+///
+/// Entries every known region holds (the lowest of our mark and every peer's) are dropped
+/// except the newest `keep` of them (a window for a slow or restored peer to catch up entry by
+/// entry). `max_retained` (0: no limit) bounds what a region that stays down can hold back: a
+/// log longer than that is cut even past it, and that region then needs a snapshot. A peer
+/// that never reported (`None`) holds everything back but the `max_retained` bound.
+pub fn truncation(
+    own: &Hwm,
+    floors: &Hwm,
+    peers: &[Option<&Hwm>],
+    keep: u64,
+    max_retained: u64,
+) -> Hwm {
+    let mut out = Hwm::new();
+    for (origin, &mark) in own {
+        let acked = peers
+            .iter()
+            .map(|p| p.map_or(0, |h| h.get(origin).copied().unwrap_or(0)))
+            .fold(mark, u64::min);
+        let mut upto = acked.saturating_sub(keep);
+        if max_retained > 0 {
+            upto = upto.max(mark.saturating_sub(max_retained));
+        }
+        let floor = floors.get(origin).copied().unwrap_or(1);
+        if upto + 1 > floor {
+            out.insert(origin.clone(), upto + 1);
+        }
+    }
+    out
+}
+
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
@@ -184,6 +226,36 @@ mod tests {
                 "{me}"
             );
         }
+    }
+
+    #[test]
+    fn a_snapshot_is_needed_only_below_a_floor() {
+        let floor = hwm(&[("eu", 101)]);
+        assert!(!snapshot_needed(&hwm(&[("eu", 100)]), &floor));
+        assert!(snapshot_needed(&hwm(&[("eu", 99)]), &floor));
+        assert!(snapshot_needed(&Hwm::new(), &floor));
+        assert!(!snapshot_needed(&Hwm::new(), &Hwm::new()));
+        assert!(!snapshot_needed(&Hwm::new(), &hwm(&[("eu", 1)])));
+    }
+
+    #[test]
+    fn the_log_is_cut_below_what_everyone_holds_minus_the_window() {
+        let own = hwm(&[("eu", 1000), ("us", 50)]);
+        let b = hwm(&[("eu", 900), ("us", 50)]);
+        let c = hwm(&[("eu", 950)]);
+        // Everyone holds eu up to 900: keep 100 → floor 801; us: c lacks it, nothing to cut.
+        assert_eq!(
+            truncation(&own, &Hwm::new(), &[Some(&b), Some(&c)], 100, 0),
+            hwm(&[("eu", 801)])
+        );
+        // Already cut there: nothing new.
+        assert!(truncation(&own, &hwm(&[("eu", 801)]), &[Some(&b), Some(&c)], 100, 0).is_empty());
+        // A peer that never reported holds everything back, unless the log is too long.
+        assert!(truncation(&own, &Hwm::new(), &[Some(&b), None], 0, 0).is_empty());
+        assert_eq!(
+            truncation(&own, &Hwm::new(), &[Some(&b), None], 0, 400),
+            hwm(&[("eu", 601)])
+        );
     }
 
     #[test]

@@ -16,11 +16,14 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::certs::{self, CertError, Identity};
+use super::needs;
 use super::protocol::{Config as ReplicatorConfig, Event, Millis, Replicator};
 use super::quic::{PeerConnection, Traffic, TrafficMeter, Transport, TransportError};
+use super::snapshot::{self, SnapshotStats};
 use super::store_log::StoreLog;
 use super::wire::{Message, MessageV1};
 use crate::config::ReplicationConfig;
+use crate::conflict::membership::Report;
 use crate::store::Store;
 
 /// Errors starting replication.
@@ -205,6 +208,23 @@ enum Ev {
     Msg(String, u64, Message),
     Closed(String, u64),
     Applied(String),
+    /// The snapshot received from this peer ended: applied (`true`), or broken.
+    SnapshotDone(String, bool),
+}
+
+/// The runtime's timers and limits (from [`ReplicationConfig`]).
+struct Settings {
+    /// Every region's name, this one included (collection needs every region's report).
+    cluster: Vec<String>,
+    tombstone_gc: Duration,
+    membership_gc: Duration,
+    truncate: Duration,
+    log_keep_entries: u64,
+    log_max_entries: u64,
+    snapshot_chunk_bytes: usize,
+    snapshot_window: u64,
+    /// Refuse writes at start until a peer has reported (or this long has passed).
+    start_hold: Duration,
 }
 
 /// Start replication for `store` (region `region`) as configured.
@@ -272,6 +292,19 @@ pub async fn start(
         timeout: Duration::from_millis(cfg.quorum_timeout_ms),
         lookup_timeout: Duration::from_millis(cfg.lookup_timeout_ms),
     };
+    let mut cluster = peers.clone();
+    cluster.push(region.to_string());
+    let settings = Settings {
+        cluster,
+        tombstone_gc: Duration::from_millis(cfg.tombstone_gc_interval_ms),
+        membership_gc: Duration::from_millis(cfg.membership_gc_interval_ms),
+        truncate: Duration::from_millis(cfg.truncate_interval_ms),
+        log_keep_entries: cfg.log_keep_entries,
+        log_max_entries: cfg.log_max_entries,
+        snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
+        snapshot_window: cfg.snapshot_window,
+        start_hold: Duration::from_millis(cfg.start_hold_ms),
+    };
     let mut replicator = ReplicatorConfig::new(region, peers, incarnation);
     replicator.digest_interval = cfg.digest_interval_ms;
     let task = tokio::spawn(run(
@@ -283,7 +316,7 @@ pub async fn start(
         status.clone(),
         stop_rx,
         transport,
-        Duration::from_millis(cfg.tombstone_gc_interval_ms),
+        settings,
     ));
     Ok(Node {
         addr,
@@ -337,11 +370,33 @@ async fn run(
     status: Arc<Mutex<Value>>,
     mut stop: watch::Receiver<bool>,
     transport: Arc<Transport>,
-    gc_interval: Duration,
+    settings: Settings,
 ) {
     let start = Instant::now();
-    let mut next_gc = Instant::now() + gc_interval;
-    let gc_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut housekeeping = Housekeeping::new(&settings);
+    let snapshot_stats = Arc::new(Mutex::new(SnapshotStats::default()));
+    // Snapshots we send (by peer: session id, the receiver's acknowledged chunk) and receive.
+    let mut outgoing: HashMap<String, (u64, watch::Sender<u64>)> = HashMap::new();
+    let mut incoming: HashMap<String, snapshot::Incoming> = HashMap::new();
+    let mut next_snapshot = 0u64;
+    // Our own log is behind what a peer holds of it: writes stay refused until our mark
+    // reaches this.
+    let mut own_target = 0u64;
+    let mut recoveries = 0u64;
+    // Until a peer has said what it holds of this region, a write could reuse a sequence
+    // number the cluster already has (a region restored from an old backup): hold writes
+    // back for a moment at start.
+    let mut starting = !settings.start_hold.is_zero() && settings.cluster.len() > 1;
+    if starting {
+        store.hold_writes(
+            Instant::now() + settings.start_hold,
+            format!(
+                "this region is starting: writes wait (at most {} ms) until a peer reports what \
+                 it holds of this region",
+                settings.start_hold.as_millis()
+            ),
+        );
+    }
     let now = || start.elapsed().as_millis() as Millis;
     let mut rep = Replicator::new(config, &StoreLog(&store), now());
     // peer → (connection id, outgoing queue)
@@ -407,6 +462,63 @@ async fn run(
                         }
                     }
                     Ev::Applied(origin) => rep.applied(&origin, now(), &log),
+                    Ev::SnapshotDone(peer, ok) => {
+                        incoming.remove(&peer);
+                        rep.snapshot_finished(&peer, now(), &log);
+                        if ok {
+                            tracing::info!(peer = %peer, marks = ?rep.hwm(), "caught up from a snapshot");
+                        }
+                    }
+                    Ev::Msg(peer, id, Message::V1(MessageV1::SnapshotRequest { hwm })) => {
+                        let live = outgoing.get(&peer).is_some_and(|(_, acked)| !acked.is_closed());
+                        if let (false, Some((conn, out))) = (live, links.get(&peer)) {
+                            if *conn == id {
+                                next_snapshot += 1;
+                                let (acked_tx, acked_rx) = watch::channel(0u64);
+                                outgoing.insert(peer.clone(), (next_snapshot, acked_tx));
+                                tracing::info!(peer = %peer, their_marks = ?hwm, "sending a snapshot");
+                                let sending = snapshot::Sending {
+                                    peer: peer.clone(),
+                                    id: next_snapshot,
+                                    out: out.clone(),
+                                    acked: acked_rx,
+                                };
+                                snapshot::send(
+                                    store.clone(), sending, settings.snapshot_chunk_bytes,
+                                    settings.snapshot_window, snapshot_stats.clone(),
+                                );
+                            }
+                        }
+                    }
+                    Ev::Msg(peer, _, Message::V1(MessageV1::SnapshotAck { id, n })) => {
+                        if let Some((sid, acked)) = outgoing.get(&peer) {
+                            if *sid == id {
+                                acked.send_modify(|a| *a = (*a).max(n));
+                            }
+                        }
+                    }
+                    Ev::Msg(peer, conn, Message::V1(MessageV1::SnapshotBegin { id, hwm })) => {
+                        let asked = rep.snapshot_in_progress().is_some_and(|(p, _)| *p == peer);
+                        if let (true, Some((c, out))) = (asked, links.get(&peer)) {
+                            if *c == conn {
+                                let (events, who) = (tx.clone(), peer.clone());
+                                let session = snapshot::receive(
+                                    store.clone(), peer.clone(), id, hwm, out.clone(),
+                                    snapshot_stats.clone(),
+                                    move |ok| { let _ = events.send(Ev::SnapshotDone(who, ok)); },
+                                );
+                                incoming.insert(peer, session);
+                            }
+                        }
+                    }
+                    Ev::Msg(peer, _, msg @ Message::V1(MessageV1::SnapshotChunk { .. } | MessageV1::SnapshotEnd { .. })) => {
+                        let Message::V1(MessageV1::SnapshotChunk { id, .. } | MessageV1::SnapshotEnd { id, .. }) = &msg else {
+                            unreachable!("matched above");
+                        };
+                        if let Some(session) = incoming.get(&peer).filter(|s| s.id == *id) {
+                            let _ = session.queue.send(msg);
+                        }
+                    }
                     Ev::Conn(conn) => {
                         next_conn += 1;
                         let id = next_conn;
@@ -449,6 +561,8 @@ async fn run(
                             if let Err(e) = rep.received(&peer, msg, now(), &log) {
                                 tracing::warn!(peer = %peer, error = %e, "protocol error; dropping the connection");
                                 links.remove(&peer);
+                                outgoing.remove(&peer);
+                                incoming.remove(&peer);
                                 rep.disconnected(&peer, now());
                                 if let Some(w) = redial.get(&peer) {
                                     w.send_modify(|n| *n += 1);
@@ -459,6 +573,8 @@ async fn run(
                     Ev::Closed(peer, id) => {
                         if links.get(&peer).map(|l| l.0) == Some(id) {
                             links.remove(&peer);
+                            outgoing.remove(&peer);
+                            incoming.remove(&peer);
                             tracing::info!(peer = %peer, "replication peer disconnected");
                             rep.disconnected(&peer, now());
                             if let Some(w) = redial.get(&peer) {
@@ -488,6 +604,22 @@ async fn run(
         }
         while let Some(event) = rep.poll_event() {
             tracing::debug!(?event, "replication event");
+            if let Event::OwnLogBehind { peer, ours, theirs } = &event {
+                if own_target == 0 {
+                    tracing::warn!(
+                        peer = %peer, ours, theirs,
+                        "this region's own log is behind what a peer holds of it (restored from \
+                         an old backup?): refusing writes until it has caught up"
+                    );
+                }
+                own_target = own_target.max(*theirs);
+                rep.set_accept_own_entries(true);
+                store.refuse_writes(format!(
+                    "this region is recovering its own log (it holds its changes up to {ours}, \
+                     region {peer} holds them up to {theirs}); writes are refused until it has \
+                     caught up; retry, or write to another region"
+                ));
+            }
             if let Event::Diverged { peer, .. } | Event::DigestMatched { peer } = &event {
                 observed
                     .entry(peer.clone())
@@ -512,6 +644,26 @@ async fn run(
             }
         }
         let statuses = rep.peer_status(now());
+        if own_target > 0 && rep.hwm().get(rep.region()).copied().unwrap_or(0) >= own_target {
+            tracing::info!(
+                mark = own_target,
+                "own log recovered; writes are taken again"
+            );
+            own_target = 0;
+            recoveries += 1;
+            rep.set_accept_own_entries(false);
+            if !starting {
+                store.open_writes();
+            }
+        }
+        if starting
+            && (statuses.iter().any(|p| p.greeted) || start.elapsed() >= settings.start_hold)
+        {
+            starting = false;
+            if own_target == 0 {
+                store.open_writes();
+            }
+        }
         let peers: Vec<Value> = statuses
             .iter()
             .map(|p| {
@@ -530,15 +682,95 @@ async fn run(
                 })
             })
             .collect();
-        if !gc_interval.is_zero()
-            && Instant::now() >= next_gc
-            && !gc_running.load(std::sync::atomic::Ordering::Acquire)
+        housekeeping.run(&store, &rep, &statuses, &settings, &tx);
+        if let Ok(mut s) = status.lock() {
+            *s = json!({
+                "region": rep.region(), "hwm": rep.hwm(), "floor": store.log_floor(),
+                "peers": peers,
+                "snapshots": snapshot_stats.lock().map(|s| s.to_json()).unwrap_or_default(),
+                "snapshot_in_progress": rep.snapshot_in_progress().map(|(p, since)| {
+                    json!({"from": p, "for_ms": now().saturating_sub(*since)})
+                }),
+                "writes_refused": store.writes_refused(),
+                "own_log_recoveries": recoveries,
+                "quarantined": store.quarantined_count(),
+            });
+        }
+    }
+    transport.close();
+}
+
+/// The periodic work of a region's store that depends on what the peers reported: collecting
+/// tombstones and removed memberships every region has seen, and truncating the log. Each job
+/// runs on the blocking pool, one at a time, and never blocks the replication loop.
+struct Housekeeping {
+    tombstones: Job,
+    memberships: Job,
+    truncation: Job,
+}
+
+/// One periodic job: when it runs next, and whether it is running.
+struct Job {
+    every: Duration,
+    next: Instant,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Job {
+    fn new(every: Duration) -> Job {
+        Job {
+            every,
+            next: Instant::now() + every,
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Is it time (and not already running)? Then it is marked running until `done` drops.
+    fn due(&mut self) -> Option<RunningGuard> {
+        use std::sync::atomic::Ordering;
+        if self.every.is_zero()
+            || Instant::now() < self.next
+            || self.running.load(Ordering::Acquire)
         {
-            next_gc = Instant::now() + gc_interval;
-            if let Some(seen) = seen_everywhere(rep.hwm(), &statuses) {
-                gc_running.store(true, std::sync::atomic::Ordering::Release);
-                let (store, running) = (store.clone(), gc_running.clone());
+            return None;
+        }
+        self.next = Instant::now() + self.every;
+        self.running.store(true, Ordering::Release);
+        Some(RunningGuard(self.running.clone()))
+    }
+}
+
+/// Clears a job's running flag when dropped (its task ended, successfully or not).
+struct RunningGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Housekeeping {
+    fn new(s: &Settings) -> Housekeeping {
+        Housekeeping {
+            tombstones: Job::new(s.tombstone_gc),
+            memberships: Job::new(s.membership_gc),
+            truncation: Job::new(s.truncate),
+        }
+    }
+
+    fn run(
+        &mut self,
+        store: &Arc<Store>,
+        rep: &Replicator,
+        statuses: &[crate::replication::protocol::PeerStatus],
+        settings: &Settings,
+        events: &mpsc::UnboundedSender<Ev>,
+    ) {
+        if let Some(guard) = self.tombstones.due() {
+            if let Some(seen) = seen_everywhere(rep.hwm(), statuses) {
+                let store = store.clone();
                 tokio::task::spawn_blocking(move || {
+                    let _guard = guard;
                     match store.collect_tombstones(&seen) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(
@@ -547,15 +779,57 @@ async fn run(
                         ),
                         Err(e) => tracing::warn!(error = %e, "collecting tombstones failed"),
                     }
-                    running.store(false, std::sync::atomic::Ordering::Release);
                 });
             }
         }
-        if let Ok(mut s) = status.lock() {
-            *s = json!({"region": rep.region(), "hwm": rep.hwm(), "peers": peers});
+        if let Some(guard) = self.memberships.due() {
+            let reports: std::collections::BTreeMap<String, Report> = statuses
+                .iter()
+                .filter_map(|p| {
+                    let (marks, allocated) = p.status.clone()?;
+                    Some((p.peer.clone(), Report { marks, allocated }))
+                })
+                .collect();
+            let (store, cluster) = (store.clone(), settings.cluster.clone());
+            tokio::task::spawn_blocking(move || {
+                let _guard = guard;
+                let allocated = store.last_local_seq();
+                match store.collect_memberships(allocated, &reports, &cluster) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(collected = n, "collected removed memberships"),
+                    Err(e) => tracing::warn!(error = %e, "collecting removed memberships failed"),
+                }
+            });
+        }
+        if let Some(guard) = self.truncation.due() {
+            let peers: Vec<Option<&crate::replication::wire::Hwm>> = statuses
+                .iter()
+                .map(|p| (!p.has.is_empty()).then_some(&p.has))
+                .collect();
+            let floors = needs::truncation(
+                rep.hwm(),
+                &store.log_floor(),
+                &peers,
+                settings.log_keep_entries,
+                settings.log_max_entries,
+            );
+            if !floors.is_empty() {
+                let (store, events) = (store.clone(), events.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _guard = guard;
+                    match store.truncate_log(&floors) {
+                        Ok(n) if n > 0 => {
+                            tracing::debug!(floors = ?floors, "truncated the replication log");
+                            // The new floors go out with the next Status.
+                            let _ = events.send(Ev::Local);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "truncating the log failed"),
+                    }
+                });
+            }
         }
     }
-    transport.close();
 }
 
 /// Per origin, the lowest mark among this region and every peer it knows (the regions of its
@@ -590,6 +864,7 @@ mod tests {
         PeerStatus {
             peer: name.into(),
             connected: true,
+            greeted: true,
             has: has.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
             behind_changes: 0,
             oldest_unacked_age: None,
@@ -599,6 +874,8 @@ mod tests {
             received_entries: 0,
             duplicate_entries: 0,
             retransmits: 0,
+            floor: Default::default(),
+            status: None,
         }
     }
 

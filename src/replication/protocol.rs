@@ -23,10 +23,11 @@ use super::wire::{Entry, Hwm, Message, MessageV1};
 /// of time the protocol has. It must not go backwards.
 pub type Millis = u64;
 
-/// The protocol version this build speaks (sent in `Hello`).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks (sent in `Hello`). Version 2 added log floors,
+/// snapshots and the `allocated` report; its `Hello` is not readable by version 1.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest protocol version this build still talks to.
-pub const MIN_PROTOCOL_VERSION: u32 = 1;
+pub const MIN_PROTOCOL_VERSION: u32 = 2;
 
 /// Read access to this region's durable replication log.
 ///
@@ -53,6 +54,17 @@ pub trait Log {
     /// under the mark yet, so the snapshot is not comparable until the hole fills.
     fn digest(&self) -> Option<(Hwm, [u8; 32])> {
         None
+    }
+
+    /// Per origin, the lowest sequence the log still holds (older entries were truncated, or
+    /// arrived as a snapshot); absent origins hold everything from 1.
+    fn floor(&self) -> Hwm {
+        Hwm::new()
+    }
+
+    /// The last sequence number handed out to a local write, committed or not.
+    fn allocated(&self) -> u64 {
+        0
     }
 }
 
@@ -100,6 +112,9 @@ pub struct Config {
     /// lost log while it takes no writes (see [`Event::OwnLogBehind`]); otherwise a local write
     /// and a recovered entry could claim the same sequence number.
     pub accept_own_entries: bool,
+    /// A snapshot asked for and not finished within this long is asked for again (of any
+    /// peer that still needs to send one).
+    pub snapshot_timeout: Millis,
     /// Distinct for every start of this region (the wall-clock start time in milliseconds is
     /// the simplest choice; a counter kept in the store would be lost with the data it should
     /// flag). Peers take the first report of a new incarnation exactly, so a region that
@@ -133,6 +148,7 @@ impl Config {
             forward_after: 3_000,
             lag_resolution: 100,
             accept_own_entries: false,
+            snapshot_timeout: 600_000,
             incarnation,
         }
     }
@@ -187,6 +203,10 @@ pub enum Event {
     /// `peer` and we hold the same log entries and our document digests are equal: the
     /// comparison [`Event::Diverged`] reports the failure of succeeded (clears a divergence).
     DigestMatched { peer: String },
+    /// Our marks are below `peer`'s log floor for some origin: entry by entry we cannot catch
+    /// up from it, so we asked it for a snapshot (`SnapshotRequest` is queued). The runtime
+    /// applies what arrives and calls [`Replicator::snapshot_finished`].
+    SnapshotRequested { peer: String },
 }
 
 /// A message that breaks the protocol: close the connection (and log it).
@@ -217,6 +237,8 @@ pub struct PeerStatus {
     pub peer: String,
     /// Whether a connection is up.
     pub connected: bool,
+    /// Whether the peer has reported its marks on the current connection.
+    pub greeted: bool,
     /// The peer's durable marks as it last reported them.
     pub has: Hwm,
     /// Changes we hold that the peer has not acknowledged (all origins).
@@ -236,6 +258,12 @@ pub struct PeerStatus {
     pub duplicate_entries: u64,
     /// Times the unacknowledged entries of an origin were resent after a timeout.
     pub retransmits: u64,
+    /// The peer's log floors as it last reported them.
+    pub floor: Hwm,
+    /// The peer's last `Status` of this incarnation: its marks and the last sequence it had
+    /// handed out then, from one message (so the pair describes one moment; collection of
+    /// removed memberships needs that).
+    pub status: Option<(Hwm, u64)>,
 }
 
 /// What we know about one peer.
@@ -261,6 +289,10 @@ struct Peer {
     out: BTreeMap<String, Outbound>,
     /// Whether `OwnLogBehind` was raised on this connection (once is enough).
     warned_own_log: bool,
+    /// Its log floors (`Hello`, `Status`): below them it cannot send us entries.
+    floor: Hwm,
+    /// Its last `Status`: marks and last handed-out sequence, from one message.
+    status: Option<(Hwm, u64)>,
     sent_entries: u64,
     forwarded_entries: u64,
     received_entries: u64,
@@ -358,6 +390,10 @@ pub struct Replicator {
     events: VecDeque<Event>,
     next_status: Millis,
     next_digest: Millis,
+    /// Our log floors, as of the last refresh (advertised in `Hello` and `Status`).
+    floor: Hwm,
+    /// The snapshot we asked for: from whom, since when.
+    snapshot: Option<(String, Millis)>,
 }
 
 impl Replicator {
@@ -392,6 +428,8 @@ impl Replicator {
             status_due: false,
             applies: VecDeque::new(),
             events: VecDeque::new(),
+            floor: log.floor(),
+            snapshot: None,
         }
     }
 
@@ -417,6 +455,7 @@ impl Replicator {
             protocol: PROTOCOL_VERSION,
             incarnation: self.cfg.incarnation,
             hwm: self.hwm.clone(),
+            floor: self.floor.clone(),
         };
         self.forget_connection(peer);
         let p = self.peers.entry(peer.to_string()).or_default();
@@ -430,7 +469,62 @@ impl Replicator {
         self.forget_connection(peer);
     }
 
+    /// The snapshot asked of `peer` is over (applied, or given up): marks are re-read from the
+    /// log, and another snapshot is asked for if some peer's floor is still above them.
+    pub fn snapshot_finished(&mut self, peer: &str, now: Millis, log: &dyn Log) {
+        if self.snapshot.as_ref().is_some_and(|(p, _)| p == peer) {
+            self.snapshot = None;
+        }
+        self.refresh(now, log);
+        self.status_due = true;
+        self.maybe_request_snapshot(now);
+    }
+
+    /// Accept (or stop accepting) entries of our own origin beyond our log: while this region
+    /// recovers a log that is behind what its peers hold of it ([`Event::OwnLogBehind`]) and
+    /// takes no writes.
+    pub fn set_accept_own_entries(&mut self, accept: bool) {
+        self.cfg.accept_own_entries = accept;
+    }
+
+    /// The snapshot in progress, if any: the peer and since when.
+    pub fn snapshot_in_progress(&self) -> Option<&(String, Millis)> {
+        self.snapshot.as_ref()
+    }
+
+    /// Ask a connected peer for a snapshot when our marks are below its floor for some origin
+    /// (and no snapshot is in progress, or the last one timed out).
+    fn maybe_request_snapshot(&mut self, now: Millis) {
+        if let Some((_, since)) = &self.snapshot {
+            if now < since.saturating_add(self.cfg.snapshot_timeout) {
+                return;
+            }
+            self.snapshot = None;
+        }
+        let Some(peer) = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.greeted)
+            .find(|(_, p)| needs::snapshot_needed(&self.hwm, &p.floor))
+            .map(|(name, _)| name.clone())
+        else {
+            return;
+        };
+        self.snapshot = Some((peer.clone(), now));
+        self.outbox.push_back((
+            peer.clone(),
+            MessageV1::SnapshotRequest {
+                hwm: self.hwm.clone(),
+            }
+            .into(),
+        ));
+        self.events.push_back(Event::SnapshotRequested { peer });
+    }
+
     fn forget_connection(&mut self, peer: &str) {
+        if self.snapshot.as_ref().is_some_and(|(p, _)| p == peer) {
+            self.snapshot = None;
+        }
         if let Some(p) = self.peers.get_mut(peer) {
             p.connected = false;
             p.greeted = false;
@@ -506,6 +600,7 @@ impl Replicator {
                 protocol,
                 incarnation,
                 hwm,
+                floor,
             } => {
                 if region != peer {
                     return Err(ProtocolError::RegionMismatch {
@@ -516,7 +611,9 @@ impl Replicator {
                 if protocol < MIN_PROTOCOL_VERSION {
                     return Err(ProtocolError::UnsupportedProtocol(protocol));
                 }
+                self.peers.entry(peer.to_string()).or_default().floor = floor;
                 self.report(peer, incarnation, &hwm, now);
+                self.maybe_request_snapshot(now);
             }
             MessageV1::Entries { origin, entries } => {
                 self.on_entries(peer, origin, entries, now)?
@@ -527,9 +624,22 @@ impl Replicator {
                 incarnation,
                 hwm,
                 connected,
+                floor,
+                allocated,
             } => {
+                let new_incarnation = self
+                    .peers
+                    .get(peer)
+                    .is_some_and(|p| p.incarnation != Some(incarnation));
                 self.report(peer, incarnation, &hwm, now);
-                self.peers.entry(peer.to_string()).or_default().reaches = Some(connected);
+                let p = self.peers.entry(peer.to_string()).or_default();
+                if new_incarnation {
+                    p.status = None;
+                }
+                p.reaches = Some(connected);
+                p.floor = floor;
+                p.status = Some((hwm, allocated));
+                self.maybe_request_snapshot(now);
             }
             MessageV1::Digest { hwm, digest } => {
                 // Only snapshots at equal marks are comparable; others are ignored.
@@ -544,8 +654,14 @@ impl Replicator {
                     }
                 }
             }
-            // Resource lookups are answered by the runtime (they need the store), not here.
-            MessageV1::Fetch { .. } | MessageV1::FetchReply { .. } => {}
+            // Resource lookups and snapshots are the runtime's (they need the store), not here.
+            MessageV1::Fetch { .. }
+            | MessageV1::FetchReply { .. }
+            | MessageV1::SnapshotRequest { .. }
+            | MessageV1::SnapshotBegin { .. }
+            | MessageV1::SnapshotChunk { .. }
+            | MessageV1::SnapshotEnd { .. }
+            | MessageV1::SnapshotAck { .. } => {}
         }
         Ok(())
     }
@@ -740,6 +856,7 @@ impl Replicator {
         for origin in origins {
             self.check_gap(&origin, now);
         }
+        self.maybe_request_snapshot(now);
         if now >= self.next_status {
             self.status_due = true;
             self.next_status = now.saturating_add(self.cfg.status_interval);
@@ -815,6 +932,8 @@ impl Replicator {
                         incarnation: self.cfg.incarnation,
                         hwm: self.hwm.clone(),
                         connected: connected.clone(),
+                        floor: self.floor.clone(),
+                        allocated: log.allocated(),
                     };
                     self.outbox.push_back((to.clone(), m.into()));
                 }
@@ -960,6 +1079,7 @@ impl Replicator {
                 PeerStatus {
                     peer: name.clone(),
                     connected: p.connected,
+                    greeted: p.greeted,
                     has: p.has.clone(),
                     behind_changes: needs::changes_behind(&self.hwm, &p.has),
                     oldest_unacked_age: oldest.map(|t| now.saturating_sub(t)),
@@ -969,6 +1089,8 @@ impl Replicator {
                     received_entries: p.received_entries,
                     duplicate_entries: p.duplicate_entries,
                     retransmits: p.retransmits,
+                    floor: p.floor.clone(),
+                    status: p.status.clone(),
                 }
             })
             .collect()
@@ -984,8 +1106,13 @@ impl Replicator {
         self.hwm.get(origin).copied().unwrap_or(0)
     }
 
-    /// Learn the log's marks (they only rise).
+    /// Learn the log's marks (they only rise) and floors.
     fn refresh(&mut self, now: Millis, log: &dyn Log) {
+        let floor = log.floor();
+        if floor != self.floor {
+            self.floor = floor;
+            self.status_due = true;
+        }
         for (origin, seq) in log.hwm() {
             let old = self.mark(&origin);
             if seq > old {
@@ -1195,6 +1322,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             incarnation,
             hwm: hwm(marks),
+            floor: Hwm::new(),
         }
         .into()
     }
@@ -1511,6 +1639,8 @@ mod tests {
             incarnation: 1,
             hwm: Hwm::new(),
             connected: ["a".into(), "c".into()].into(),
+            floor: Hwm::new(),
+            allocated: 0,
         };
         r.received("b", status.into(), 0, &log).unwrap();
         assert!(entries_to(&drain(&mut r, 0, &log), "b").is_empty());
@@ -1534,6 +1664,8 @@ mod tests {
             incarnation: 1,
             hwm: Hwm::new(),
             connected: ["c".into()].into(),
+            floor: Hwm::new(),
+            allocated: 0,
         };
         r.received("b", status.into(), 0, &log).unwrap();
         assert_eq!(
@@ -1558,6 +1690,8 @@ mod tests {
                 incarnation: 1,
                 hwm: hwm(&[("a", t / 500)]),
                 connected: reaches.clone(),
+                floor: Hwm::new(),
+                allocated: 0,
             };
             r.received("b", status.into(), t, &log).unwrap();
             assert!(
@@ -1737,6 +1871,8 @@ mod tests {
             incarnation: 1,
             hwm: Hwm::new(),
             connected: ["a".into()].into(),
+            floor: Hwm::new(),
+            allocated: 0,
         };
         r.received("b", status.into(), 3, &log).unwrap();
         assert_eq!(
@@ -1818,6 +1954,7 @@ mod tests {
             protocol: 0,
             incarnation: 1,
             hwm: Hwm::new(),
+            floor: Hwm::new(),
         };
         assert_eq!(
             r.received("c", old.into(), 0, &log),
@@ -1911,6 +2048,8 @@ mod tests {
             incarnation: 1,
             hwm: hwm(&[("a", 1)]),
             connected: ["b".into()].into(),
+            floor: Hwm::new(),
+            allocated: 0,
         };
         assert!(sent.contains(&("b".into(), status.clone())), "{sent:?}");
         assert!(!drain(&mut r, 1, &log).contains(&("b".into(), status.clone())));

@@ -601,6 +601,7 @@ mod tests {
             protocol: 1,
             incarnation: 7,
             hwm: Hwm::from([(region.to_string(), 3)]),
+            floor: Hwm::new(),
         })
     }
 

@@ -28,4 +28,12 @@ impl Log for StoreLog<'_> {
     fn digest(&self) -> Option<(Hwm, [u8; 32])> {
         self.0.digest()
     }
+
+    fn floor(&self) -> Hwm {
+        self.0.log_floor()
+    }
+
+    fn allocated(&self) -> u64 {
+        self.0.last_local_seq()
+    }
 }

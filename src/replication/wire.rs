@@ -9,12 +9,20 @@
 //! ```text
 //! frame    := len:u32be payload            len ≤ MAX_FRAME
 //! payload  := version:u8 kind:u8 body      version 1 = MessageV1; unknown versions are refused
-//! body     := Hello   (kind 1): str region, varint protocol, varint incarnation, hwm
+//! body     := Hello   (kind 1): str region, varint protocol, varint incarnation, hwm, floor
 //!           | Entries (kind 2): str origin, varint n, n × (varint seq_delta, bytes change)
 //!           | Ack     (kind 3): varint incarnation, hwm
 //!           | Need    (kind 4): str origin, varint from
-//!           | Status  (kind 5): varint incarnation, hwm, varint n, n × str region  (sorted, unique)
+//!           | Status  (kind 5): varint incarnation, hwm, varint n, n × str region  (sorted, unique),
+//!                               floor, varint allocated
 //!           | Digest  (kind 6): hwm, 32 bytes
+//!           | Fetch (7), FetchReply (8): varint request, bytes
+//!           | SnapshotRequest (kind 9): hwm
+//!           | SnapshotBegin (10): varint id, hwm
+//!           | SnapshotChunk (11): varint id, varint n, varint k, k × (u8 kind, bytes key, bytes value)
+//!           | SnapshotEnd (12): varint id, varint chunks
+//!           | SnapshotAck (13): varint id, varint n
+//! floor    := hwm   (per origin, the lowest sequence the log still holds; absent = 1)
 //! hwm      := varint n, n × (str origin, varint seq)            (sorted by origin, unique)
 //! str      := varint len (≤ MAX_NAME), UTF-8 bytes
 //! bytes    := varint len, bytes
@@ -40,6 +48,10 @@ pub type Hwm = BTreeMap<String, u64>;
 /// of `replication`).
 pub type Entry = (u64, Vec<u8>);
 
+/// One item of a snapshot: what it is (the store's kinds: documents, membership records,
+/// conflict records…), its storage key and its value, all opaque here.
+pub type SnapshotItem = (u8, Vec<u8>, Vec<u8>);
+
 /// The largest frame accepted (payload bytes, without the 4-byte length prefix).
 pub const MAX_FRAME: usize = 16 << 20;
 /// The longest region name accepted.
@@ -47,7 +59,7 @@ pub const MAX_NAME: usize = 255;
 /// The largest number of origins in one high-water-mark map (a cluster is a handful of regions;
 /// the bound keeps a hostile map from costing more than its bytes).
 pub const MAX_ORIGINS: usize = 4096;
-/// The largest number of entries in one `Entries` message.
+/// The largest number of entries in one `Entries` message (and of items in a snapshot chunk).
 pub const MAX_ENTRIES: usize = 1 << 16;
 /// The wire version this build writes.
 pub const WIRE_VERSION: u8 = 1;
@@ -75,6 +87,9 @@ pub enum MessageV1 {
         protocol: u32,
         incarnation: u64,
         hwm: Hwm,
+        /// Per origin, the lowest sequence my log still holds (older entries were truncated):
+        /// a peer whose marks are below it cannot catch up from me entry by entry.
+        floor: Hwm,
     },
     /// A batch of consecutive-or-increasing log entries of one origin.
     Entries { origin: String, entries: Vec<Entry> },
@@ -89,6 +104,12 @@ pub enum MessageV1 {
         incarnation: u64,
         hwm: Hwm,
         connected: BTreeSet<String>,
+        /// My log floors (see `Hello`).
+        floor: Hwm,
+        /// The last sequence number I have handed out to a local write (committed or not):
+        /// every write I made before this report is at or below it (collection of removed
+        /// membership records waits for it).
+        allocated: u64,
     },
     /// A digest of all my documents' heads at exactly these high-water marks: two regions with
     /// equal marks must have equal digests, or they diverged.
@@ -98,6 +119,21 @@ pub enum MessageV1 {
     Fetch { request: u64, key: Vec<u8> },
     /// The answer to `Fetch`: the Automerge document bytes, empty when the peer lacks it too.
     FetchReply { request: u64, doc: Vec<u8> },
+    /// My marks are below your log floor: send me a snapshot of your state.
+    SnapshotRequest { hwm: Hwm },
+    /// A snapshot follows: my state as of these marks (what the receiver may raise its own
+    /// marks to once every chunk is applied).
+    SnapshotBegin { id: u64, hwm: Hwm },
+    /// Chunk `n` (from 1) of snapshot `id`.
+    SnapshotChunk {
+        id: u64,
+        n: u64,
+        items: Vec<SnapshotItem>,
+    },
+    /// Snapshot `id` had `chunks` chunks.
+    SnapshotEnd { id: u64, chunks: u64 },
+    /// I applied chunks `1..=n` of snapshot `id` durably (the sender's window).
+    SnapshotAck { id: u64, n: u64 },
 }
 
 impl From<MessageV1> for Message {
@@ -137,6 +173,11 @@ const KIND_STATUS: u8 = 5;
 const KIND_DIGEST: u8 = 6;
 const KIND_FETCH: u8 = 7;
 const KIND_FETCH_REPLY: u8 = 8;
+const KIND_SNAPSHOT_REQUEST: u8 = 9;
+const KIND_SNAPSHOT_BEGIN: u8 = 10;
+const KIND_SNAPSHOT_CHUNK: u8 = 11;
+const KIND_SNAPSHOT_END: u8 = 12;
+const KIND_SNAPSHOT_ACK: u8 = 13;
 
 /// Encode a message as a payload (no length prefix).
 pub fn encode(msg: &Message) -> Vec<u8> {
@@ -199,12 +240,14 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
             protocol,
             incarnation,
             hwm,
+            floor,
         } => {
             out.push(KIND_HELLO);
             put_str(out, region);
             put_varint(out, u64::from(*protocol));
             put_varint(out, *incarnation);
             put_hwm(out, hwm);
+            put_hwm(out, floor);
         }
         MessageV1::Entries { origin, entries } => {
             out.push(KIND_ENTRIES);
@@ -232,6 +275,8 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
             incarnation,
             hwm,
             connected,
+            floor,
+            allocated,
         } => {
             out.push(KIND_STATUS);
             put_varint(out, *incarnation);
@@ -240,6 +285,8 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
             for region in connected {
                 put_str(out, region);
             }
+            put_hwm(out, floor);
+            put_varint(out, *allocated);
         }
         MessageV1::Digest { hwm, digest } => {
             out.push(KIND_DIGEST);
@@ -258,6 +305,38 @@ fn encode_v1(m: &MessageV1, out: &mut Vec<u8>) {
             put_varint(out, doc.len() as u64);
             out.extend_from_slice(doc);
         }
+        MessageV1::SnapshotRequest { hwm } => {
+            out.push(KIND_SNAPSHOT_REQUEST);
+            put_hwm(out, hwm);
+        }
+        MessageV1::SnapshotBegin { id, hwm } => {
+            out.push(KIND_SNAPSHOT_BEGIN);
+            put_varint(out, *id);
+            put_hwm(out, hwm);
+        }
+        MessageV1::SnapshotChunk { id, n, items } => {
+            out.push(KIND_SNAPSHOT_CHUNK);
+            put_varint(out, *id);
+            put_varint(out, *n);
+            put_varint(out, items.len() as u64);
+            for (kind, key, value) in items {
+                out.push(*kind);
+                put_varint(out, key.len() as u64);
+                out.extend_from_slice(key);
+                put_varint(out, value.len() as u64);
+                out.extend_from_slice(value);
+            }
+        }
+        MessageV1::SnapshotEnd { id, chunks } => {
+            out.push(KIND_SNAPSHOT_END);
+            put_varint(out, *id);
+            put_varint(out, *chunks);
+        }
+        MessageV1::SnapshotAck { id, n } => {
+            out.push(KIND_SNAPSHOT_ACK);
+            put_varint(out, *id);
+            put_varint(out, *n);
+        }
     }
 }
 
@@ -272,6 +351,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
                 protocol,
                 incarnation: r.varint()?,
                 hwm: r.hwm()?,
+                floor: r.hwm()?,
             }
         }
         KIND_ENTRIES => {
@@ -324,6 +404,8 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
                 incarnation,
                 hwm,
                 connected,
+                floor: r.hwm()?,
+                allocated: r.varint()?,
             }
         }
         KIND_DIGEST => {
@@ -338,6 +420,33 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<MessageV1, WireError> {
         KIND_FETCH_REPLY => MessageV1::FetchReply {
             request: r.varint()?,
             doc: r.bytes()?.to_vec(),
+        },
+        KIND_SNAPSHOT_REQUEST => MessageV1::SnapshotRequest { hwm: r.hwm()? },
+        KIND_SNAPSHOT_BEGIN => MessageV1::SnapshotBegin {
+            id: r.varint()?,
+            hwm: r.hwm()?,
+        },
+        KIND_SNAPSHOT_CHUNK => {
+            let id = r.varint()?;
+            let n = r.varint()?;
+            let k = r.count(MAX_ENTRIES, "snapshot item count")?;
+            // Each item takes at least three bytes: never reserve more than the input holds.
+            let mut items = Vec::with_capacity(k.min(r.buf.len() / 3));
+            for _ in 0..k {
+                let kind = r.u8()?;
+                let key = r.bytes()?.to_vec();
+                let value = r.bytes()?.to_vec();
+                items.push((kind, key, value));
+            }
+            MessageV1::SnapshotChunk { id, n, items }
+        }
+        KIND_SNAPSHOT_END => MessageV1::SnapshotEnd {
+            id: r.varint()?,
+            chunks: r.varint()?,
+        },
+        KIND_SNAPSHOT_ACK => MessageV1::SnapshotAck {
+            id: r.varint()?,
+            n: r.varint()?,
         },
         k => return Err(WireError::UnknownKind(k)),
     })
@@ -458,6 +567,7 @@ mod tests {
                 protocol: 1,
                 incarnation: 1_764_000_000_000,
                 hwm: hwm(&[("eu", 7), ("us", 3)]),
+                floor: hwm(&[("eu", 5)]),
             },
             MessageV1::Entries {
                 origin: "us".into(),
@@ -475,7 +585,23 @@ mod tests {
                 incarnation: u64::MAX,
                 hwm: hwm(&[]),
                 connected: ["ap".to_string(), "us".to_string()].into(),
+                floor: hwm(&[("ap", 2)]),
+                allocated: 17,
             },
+            MessageV1::SnapshotRequest {
+                hwm: hwm(&[("eu", 1)]),
+            },
+            MessageV1::SnapshotBegin {
+                id: 3,
+                hwm: hwm(&[("eu", 9)]),
+            },
+            MessageV1::SnapshotChunk {
+                id: 3,
+                n: 1,
+                items: vec![(1, b"t\0User\0x".to_vec(), vec![1, 2]), (2, vec![], vec![])],
+            },
+            MessageV1::SnapshotEnd { id: 3, chunks: 1 },
+            MessageV1::SnapshotAck { id: 3, n: 1 },
             MessageV1::Digest {
                 hwm: hwm(&[("eu", 1)]),
                 digest: [9; 32],
@@ -589,14 +715,22 @@ mod tests {
 
     fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (name(), any::<u32>(), any::<u64>(), hwm_strategy()).prop_map(
-                |(region, protocol, incarnation, hwm)| MessageV1::Hello {
-                    region,
-                    protocol,
-                    incarnation,
-                    hwm,
-                }
-            ),
+            (
+                name(),
+                any::<u32>(),
+                any::<u64>(),
+                hwm_strategy(),
+                hwm_strategy()
+            )
+                .prop_map(|(region, protocol, incarnation, hwm, floor)| {
+                    MessageV1::Hello {
+                        region,
+                        protocol,
+                        incarnation,
+                        hwm,
+                        floor,
+                    }
+                }),
             (name(), entries_strategy())
                 .prop_map(|(origin, entries)| MessageV1::Entries { origin, entries }),
             (any::<u64>(), hwm_strategy())
@@ -605,13 +739,38 @@ mod tests {
             (
                 any::<u64>(),
                 hwm_strategy(),
-                proptest::collection::btree_set(name(), 0..5)
+                proptest::collection::btree_set(name(), 0..5),
+                hwm_strategy(),
+                any::<u64>(),
             )
-                .prop_map(|(incarnation, hwm, connected)| MessageV1::Status {
-                    incarnation,
-                    hwm,
-                    connected
+                .prop_map(|(incarnation, hwm, connected, floor, allocated)| {
+                    MessageV1::Status {
+                        incarnation,
+                        hwm,
+                        connected,
+                        floor,
+                        allocated,
+                    }
                 }),
+            hwm_strategy().prop_map(|hwm| MessageV1::SnapshotRequest { hwm }),
+            (any::<u64>(), hwm_strategy())
+                .prop_map(|(id, hwm)| MessageV1::SnapshotBegin { id, hwm }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(
+                    (
+                        any::<u8>(),
+                        proptest::collection::vec(any::<u8>(), 0..16),
+                        proptest::collection::vec(any::<u8>(), 0..32)
+                    ),
+                    0..4
+                )
+            )
+                .prop_map(|(id, n, items)| MessageV1::SnapshotChunk { id, n, items }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(id, chunks)| MessageV1::SnapshotEnd { id, chunks }),
+            (any::<u64>(), any::<u64>()).prop_map(|(id, n)| MessageV1::SnapshotAck { id, n }),
             (hwm_strategy(), any::<[u8; 32]>())
                 .prop_map(|(hwm, digest)| MessageV1::Digest { hwm, digest }),
             (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))

@@ -319,7 +319,13 @@ impl Marks {
         log: &ColumnFamily,
         own: &str,
     ) -> Result<Marks, StoreError> {
-        let persisted = read_u64_map(db, meta, b"mark\0")?;
+        let mut persisted = read_u64_map(db, meta, b"mark\0")?;
+        // Truncation removes only entries at or below the mark, so a floor proves the mark
+        // reached floor - 1 even where the persisted value lags.
+        for (origin, floor) in read_u64_map(db, meta, b"floor\0")? {
+            let mark = persisted.entry(origin).or_insert(0);
+            *mark = (*mark).max(floor.saturating_sub(1));
+        }
         let marks = Marks::default();
         {
             let mut m = marks.lock();
@@ -338,6 +344,30 @@ impl Marks {
             marks.committed(own, u64::from_be_bytes(seq));
         }
         Ok(marks)
+    }
+
+    /// Raise the marks to at least `to` (a snapshot brought everything up to them).
+    pub fn raise(&self, to: &std::collections::BTreeMap<String, u64>) {
+        let mut m = self.lock();
+        for (origin, seq) in to {
+            let mark = m.hwm.entry(origin.clone()).or_insert(0);
+            if *seq > *mark {
+                *mark = *seq;
+            }
+            let mark = *mark;
+            if let Some(above) = m.above.get_mut(origin) {
+                above.retain(|s| *s > mark);
+            }
+        }
+        // Entries already waiting just above a raised mark now continue it.
+        let MarksInner { hwm, above } = &mut *m;
+        for (origin, pending) in above.iter_mut() {
+            if let Some(mark) = hwm.get_mut(origin) {
+                while pending.remove(&(*mark + 1)) {
+                    *mark += 1;
+                }
+            }
+        }
     }
 
     /// Read every log key once (a format-2 folder, whose marks are only in its log).

@@ -707,7 +707,7 @@ impl Store {
         }
         for (pk, pending, allocated) in settle {
             let record_key = &pk[PENDING.len()..];
-            let Some((tenant, group, member)) = split_membership_key(record_key) else {
+            let Some((tenant, group, member)) = split_key(record_key) else {
                 continue;
             };
             let _g = self.lock_stripes(&[(tenant, group), (tenant, member)]);
@@ -728,7 +728,7 @@ impl Store {
         let mut collected = 0;
         for (pk, seen) in collect {
             let record_key = pk[PENDING.len()..].to_vec();
-            let Some((tenant, group, member)) = split_membership_key(&record_key) else {
+            let Some((tenant, group, member)) = split_key(&record_key) else {
                 continue;
             };
             let _g = self.lock_stripes(&[(tenant, group), (tenant, member)]);
@@ -906,12 +906,15 @@ impl Store {
     }
 }
 
-/// (tenant, group, member) of a `members` key.
-fn split_membership_key(key: &[u8]) -> Option<(&str, &str, &str)> {
+/// (tenant, group, member) of a `members` key; `None` for anything else.
+pub(super) fn split_key(key: &[u8]) -> Option<(&str, &str, &str)> {
     let text = std::str::from_utf8(key).ok()?;
     let mut parts = text.split('\0');
     let (t, g, m) = (parts.next()?, parts.next()?, parts.next()?);
-    parts.next().is_none().then_some((t, g, m))
+    let valid = crate::ids::is_valid_name(t)
+        && crate::ids::is_plausible_id(g)
+        && crate::ids::is_plausible_id(m);
+    (parts.next().is_none() && valid).then_some((t, g, m))
 }
 
 fn encode_pending(p: &Pending) -> Vec<u8> {

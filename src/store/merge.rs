@@ -157,6 +157,13 @@ impl Store {
             batch.put_cf(self.cf(CF_LOG), keys::log(origin, *seq), bytes);
         }
         self.commit(batch, &merge.local, Some((origin, &seqs)), merge.delta)?;
+        if origin == self.region {
+            // Our own entries recovered from a peer (a log restored from an old backup): new
+            // writes must continue after them.
+            if let Some(last) = seqs.iter().max() {
+                self.next_seq.fetch_max(last + 1, Ordering::AcqRel);
+            }
+        }
         self.count_indexed(&merge.indexed);
         report.conflicts = merge.indexed.len();
         for (key, doc) in loaded {

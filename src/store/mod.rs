@@ -25,11 +25,14 @@ pub mod keys;
 #[cfg(test)]
 mod laws;
 mod log;
+#[cfg(test)]
+mod member_tests;
 mod members;
 mod merge;
 mod meta;
 mod migrate;
 mod read;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod tombstones;
@@ -57,6 +60,7 @@ use doc::{DocError, Stamp};
 use digest::{heads_term, xor_into, xor_merge, DIGEST_KEY};
 pub use log::LogEntry;
 pub use members::{combined_version, groups_digest, member_json, MemberHistory};
+pub use snapshot::SnapshotItem;
 use tombstones::{tomb_key, COLLECTED};
 
 /// On-disk format version. Bump it with a migration step when any stored layout changes.
@@ -126,6 +130,44 @@ pub struct StoreOptions {
     pub sync_writes: bool,
     /// Automerge documents kept loaded.
     pub doc_cache_size: usize,
+    /// Count RocksDB reads and writes ([`Store::io_counts`]): for tests and benchmarks that
+    /// check what an operation touches (costs a little on every access).
+    pub io_statistics: bool,
+}
+
+/// Whether local writes may go on (see `Store::write_gate`).
+#[derive(Debug, Default)]
+enum WriteGate {
+    #[default]
+    Open,
+    /// Writes wait until this instant (or until the gate changes).
+    Holding {
+        until: std::time::Instant,
+        reason: String,
+    },
+    Refused(String),
+}
+
+/// RocksDB operations counted since the store opened (see [`StoreOptions::io_statistics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    /// Keys read by point and multi-get reads.
+    pub keys_read: u64,
+    /// Keys written (puts, deletes, merges).
+    pub keys_written: u64,
+    /// Iterator seeks and steps.
+    pub iterator_moves: u64,
+}
+
+impl std::ops::Sub for IoCounts {
+    type Output = IoCounts;
+    fn sub(self, o: IoCounts) -> IoCounts {
+        IoCounts {
+            keys_read: self.keys_read - o.keys_read,
+            keys_written: self.keys_written - o.keys_written,
+            iterator_moves: self.iterator_moves - o.iterator_moves,
+        }
+    }
 }
 
 /// A resource as served: the materialised view and its version (weak ETag).
@@ -285,6 +327,8 @@ pub struct Store {
     next_seq: AtomicU64,
     /// Contiguous per-origin high-water marks of the log (what replication may offer).
     marks: log::Marks,
+    /// The highest own mark written to `meta` (see [`Store::persist_own_mark`]).
+    persisted_own: AtomicU64,
     /// Per origin, the lowest sequence number the log still holds (entries below were
     /// truncated, or never held: a snapshot brought their effect instead). Absent: 1.
     floors: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -297,6 +341,13 @@ pub struct Store {
     conflicts_indexed: [AtomicU64; 5],
     /// Replicated changes this process quarantined (`/metrics`; the entries stay in `meta`).
     quarantined: AtomicU64,
+    /// Whether local writes go on, wait (at start, until a peer has said what it holds of this
+    /// region) or are refused (this region's own log is behind what its peers hold of it: new
+    /// writes would reuse sequence numbers the cluster already has), with a condition variable
+    /// the waiting writes sleep on.
+    write_gate: std::sync::Arc<(Mutex<WriteGate>, std::sync::Condvar)>,
+    /// The options the database was opened with, when it counts its operations.
+    statistics: Option<Options>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -345,6 +396,9 @@ impl Store {
         // Reused (already allocated) WAL files make each fdatasync flush data only, not file size
         // metadata.
         opts.set_recycle_log_file_num(4);
+        if options.io_statistics {
+            opts.enable_statistics();
+        }
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = Options::default();
             if *name == CF_META {
@@ -435,18 +489,96 @@ impl Store {
             id_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             name_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             next_seq: AtomicU64::new(next_seq),
+            persisted_own: AtomicU64::new(0),
             marks,
             floors: Mutex::new(floors),
             on_commit: std::sync::OnceLock::new(),
             digest: Mutex::new(digest),
             conflicts_indexed: Default::default(),
             quarantined: AtomicU64::new(0),
+            write_gate: Default::default(),
+            statistics: options.io_statistics.then_some(opts),
             db,
         };
         if migrate_from_2 {
             store.migrate_from_2()?;
         }
         Ok(store)
+    }
+
+    /// RocksDB operations so far, if the store was opened with `io_statistics`.
+    pub fn io_counts(&self) -> Option<IoCounts> {
+        use rocksdb::statistics::Ticker;
+        let o = self.statistics.as_ref()?;
+        Some(IoCounts {
+            keys_read: o.get_ticker_count(Ticker::NumberKeysRead)
+                + o.get_ticker_count(Ticker::NumberMultigetKeysRead),
+            keys_written: o.get_ticker_count(Ticker::NumberKeysWritten),
+            iterator_moves: o.get_ticker_count(Ticker::NumberDbSeek)
+                + o.get_ticker_count(Ticker::NumberDbNext)
+                + o.get_ticker_count(Ticker::NumberDbPrev),
+        })
+    }
+
+    /// Hold local writes back until `until` (they wait, at most that long) while the region
+    /// starts: `reason` says why, in `/health`.
+    pub fn hold_writes(&self, until: std::time::Instant, reason: String) {
+        self.set_gate(WriteGate::Holding { until, reason });
+    }
+
+    /// Refuse local writes (503 with `reason`) until [`Store::open_writes`].
+    pub fn refuse_writes(&self, reason: String) {
+        self.set_gate(WriteGate::Refused(reason));
+    }
+
+    /// Take local writes again.
+    pub fn open_writes(&self) {
+        self.set_gate(WriteGate::Open);
+    }
+
+    fn set_gate(&self, gate: WriteGate) {
+        *self.write_gate.0.lock().unwrap_or_else(|p| p.into_inner()) = gate;
+        self.write_gate.1.notify_all();
+    }
+
+    /// Why local writes are held back or refused, if they are.
+    pub fn writes_refused(&self) -> Option<String> {
+        match &*self.write_gate.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            WriteGate::Open => None,
+            WriteGate::Holding { until, .. } if std::time::Instant::now() >= *until => None,
+            WriteGate::Holding { reason, .. } | WriteGate::Refused(reason) => Some(reason.clone()),
+        }
+    }
+
+    /// Ok when local writes may go on: at once when open, after a wait while held back at
+    /// start, Err (503 with the reason) while refused.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        let (lock, changed) = &*self.write_gate;
+        let mut gate = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match &*gate {
+                WriteGate::Open => return Ok(()),
+                WriteGate::Refused(reason) => {
+                    return Err(StoreError::Scim(ScimError::Unavailable(reason.clone())))
+                }
+                WriteGate::Holding { until, .. } => {
+                    let now = std::time::Instant::now();
+                    if now >= *until {
+                        return Ok(());
+                    }
+                    let wait = *until - now;
+                    gate = changed
+                        .wait_timeout(gate, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Replicated changes quarantined by this process (for `/metrics`).
+    pub fn quarantined_count(&self) -> u64 {
+        self.quarantined.load(Ordering::Relaxed)
     }
 
     /// Lock the stripes of these (tenant, id) pairs, in stripe order (every multi-stripe lock
@@ -605,6 +737,24 @@ impl Store {
         }
     }
 
+    /// Record this region's own contiguous mark once it has risen (after the commit that
+    /// raised it: a batch cannot know it beforehand, while lower sequence numbers may still be
+    /// committing). Not synced: a crash loses at most this hint, and start-up reads the few
+    /// entries above the last persisted value. Snapshots and truncation read it, so it must
+    /// not lag behind for long.
+    fn persist_own_mark(&self) {
+        let own = self.marks.hwm().get(&self.region).copied().unwrap_or(0);
+        if self.persisted_own.fetch_max(own, Ordering::AcqRel) < own {
+            let mut batch = WriteBatch::default();
+            batch.merge_cf(
+                self.cf(CF_META),
+                log::mark_key(&self.region),
+                own.to_be_bytes(),
+            );
+            let _ = self.db.write_opt(batch, &WriteOptions::default());
+        }
+    }
+
     /// Empty entries for local sequence numbers that will never carry a write.
     fn write_fillers(&self, seqs: &[u64]) {
         let mut filler = WriteBatch::default();
@@ -615,6 +765,7 @@ impl Store {
             for seq in seqs {
                 self.marks.committed(&self.region, *seq);
             }
+            self.persist_own_mark();
         }
     }
 
@@ -675,6 +826,9 @@ impl Store {
                             self.marks.committed(origin, *seq);
                         }
                     }
+                }
+                if !local.is_empty() {
+                    self.persist_own_mark();
                 }
                 if !local.is_empty() {
                     if let Some(notify) = self.on_commit.get() {

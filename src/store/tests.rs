@@ -3,23 +3,24 @@
 use super::*;
 use serde_json::json;
 
-fn open(dir: &Path, region: &str) -> Store {
+pub(super) fn open(dir: &Path, region: &str) -> Store {
     Store::open(
         dir,
         StoreOptions {
             region: region.into(),
             sync_writes: false,
             doc_cache_size: 100,
+            io_statistics: false,
         },
     )
     .unwrap()
 }
 
-fn attrs(v: Value) -> Map<String, Value> {
+pub(super) fn attrs(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
-fn user(store: &Store, name: &str) -> String {
+pub(super) fn user(store: &Store, name: &str) -> String {
     match store
         .create(
             "t",
@@ -33,7 +34,7 @@ fn user(store: &Store, name: &str) -> String {
 }
 
 /// Ship everything `from` has of every origin to `to`.
-fn sync(from: &Store, to: &Store) {
+pub(super) fn sync(from: &Store, to: &Store) {
     for (origin, _) in from.log_hwm() {
         let have = to.log_hwm().get(&origin).copied().unwrap_or(0);
         let entries = from
@@ -43,7 +44,7 @@ fn sync(from: &Store, to: &Store) {
     }
 }
 
-fn set(store: &Store, id: &str, key: &str, value: Value, explicit: bool) {
+pub(super) fn set(store: &Store, id: &str, key: &str, value: Value, explicit: bool) {
     store
         .update("t", ResourceKind::User, id, None, &|old| {
             let mut new = old.clone();

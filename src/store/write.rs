@@ -18,6 +18,7 @@ impl Store {
         kind: ResourceKind,
         attrs: Map<String, Value>,
     ) -> Result<Created, StoreError> {
+        self.check_writable()?;
         match kind {
             ResourceKind::Group => {
                 let id = ids::random_id();
@@ -150,6 +151,7 @@ impl Store {
         if_match: Option<&str>,
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
+        self.check_writable()?;
         match kind {
             ResourceKind::User => self.update_recording(tenant, kind, id, if_match, f, &[]),
             ResourceKind::Group => self.update_group(tenant, id, if_match, &Touch::All, f),
@@ -168,6 +170,7 @@ impl Store {
         touch: &Touch,
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
+        self.check_writable()?;
         let kind = ResourceKind::Group;
         let _guards = match touch {
             Touch::All => self.lock_all(),
@@ -420,6 +423,7 @@ impl Store {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.check_writable()?;
         // A user's removals write records of its groups, so every group's stripe is held too:
         // learn the groups, lock them all in order, and check that none joined meanwhile.
         let mut groups: BTreeSet<String> = BTreeSet::new();

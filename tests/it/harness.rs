@@ -321,3 +321,86 @@ where
         }
     }
 }
+
+/// A cluster of regions described by config files in a temp dir.
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub names: Vec<String>,
+    pub token: (String, String),
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn certs(dir: &Path, regions: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_geoscim"))
+        .args(["certs", "--out"])
+        .arg(dir)
+        .args(["--regions", &regions.join(",")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    /// Config files for `names`, all peers of each other, certificates from one CA.
+    pub fn new(names: &[&str]) -> Cluster {
+        Cluster::with(names, "")
+    }
+
+    /// Like [`Cluster::new`], with extra `[replication]` keys (TOML lines).
+    pub fn with(names: &[&str], replication_keys: &str) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        certs(&tmp.path().join("certs"), names);
+        let ports: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
+        for (i, name) in names.iter().enumerate() {
+            let mut text = format!(
+                "region = \"{name}\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                 [replication]\nlisten = \"127.0.0.1:{}\"\ncerts_dir = \"{}\"\n{replication_keys}\n",
+                tmp.path().join(name).display(),
+                ports[i],
+                tmp.path().join("certs").display()
+            );
+            for (j, peer) in names.iter().enumerate() {
+                if i != j {
+                    text += &format!(
+                        "[[replication.peers]]\nregion = \"{peer}\"\naddr = \"127.0.0.1:{}\"\n",
+                        ports[j]
+                    );
+                }
+            }
+            std::fs::write(tmp.path().join(format!("{name}.toml")), text).unwrap();
+        }
+        Cluster {
+            tmp,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            token: ("t1".into(), "cluster-test-token".into()),
+        }
+    }
+
+    pub fn config(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(format!("{name}.toml"))
+    }
+
+    pub fn start(&self, name: &str) -> Region {
+        let r = Region::start_config(
+            self.config(name),
+            self.tmp.path().join(name),
+            vec![self.token.clone()],
+        );
+        r
+    }
+
+    pub fn start_all(&self) -> Vec<Region> {
+        self.names.iter().map(|n| self.start(n)).collect()
+    }
+}

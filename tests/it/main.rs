@@ -6,6 +6,7 @@ mod api;
 mod conflicts;
 mod conformance;
 mod harness;
+mod history;
 mod migration;
 mod partition;
 mod replication;

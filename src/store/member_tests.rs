@@ -1,0 +1,385 @@
+//! Store tests of memberships, truncation and snapshots: real RocksDB in temp dirs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::tests::{attrs, open, sync, user};
+use super::*;
+use crate::conflict::membership::Report;
+use crate::scim::members::Touch;
+
+fn open_counting(dir: &Path, region: &str) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            region: region.into(),
+            sync_writes: false,
+            doc_cache_size: 100,
+            io_statistics: true,
+        },
+    )
+    .unwrap()
+}
+
+fn group(store: &Store, name: &str, members: &[&str]) -> String {
+    let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+    match store
+        .create(
+            "t",
+            ResourceKind::Group,
+            attrs(json!({"displayName": name, "members": members})),
+        )
+        .unwrap()
+    {
+        Created::New(s) => s.view["id"].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Add (`on`) or remove members the way a PATCH does: only the named records are touched.
+fn change(store: &Store, g: &str, ids: &[String], on: bool) {
+    let touch = Touch::Ids(ids.iter().cloned().collect());
+    store
+        .update_group("t", g, None, &touch, &|old| {
+            let mut new = old.clone();
+            let mut list: Vec<Value> = new
+                .remove("members")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            list.retain(|m| !ids.iter().any(|id| m["value"] == json!(id)));
+            if on {
+                list.extend(ids.iter().map(|id| json!({"value": id})));
+            }
+            if !list.is_empty() {
+                new.insert("members".into(), Value::Array(list));
+            }
+            Ok((new, vec!["members".into()]))
+        })
+        .unwrap();
+}
+
+fn listed(store: &Store, g: &str) -> Vec<String> {
+    store
+        .member_page("t", g, None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|m| m["value"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sync_all(from: &Store, to: &Store) {
+    loop {
+        let before = to.log_hwm();
+        sync(from, to);
+        if to.log_hwm() == before {
+            return;
+        }
+    }
+}
+
+#[test]
+fn adding_one_member_touches_as_many_keys_in_a_group_of_100k_as_in_one_of_1k() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open_counting(d.path(), "eu");
+    let small = group(&store, "small", &[]);
+    let large = group(&store, "large", &[]);
+    // Members need not exist to be recorded; these do not, so building stays quick. The
+    // member added below is a live user, listed and counted like any.
+    for (g, n) in [(&small, 1_000), (&large, 100_000)] {
+        for batch in (0..n).collect::<Vec<_>>().chunks(1_000) {
+            let ids: Vec<String> = batch.iter().map(|i| format!("{g}-m{i:06}")).collect();
+            change(&store, g, &ids, true);
+        }
+    }
+    let u = user(&store, "alice");
+    let v = user(&store, "bob");
+    let cost = |g: &str, m: &str| {
+        let before = store.io_counts().unwrap();
+        change(&store, g, &[m.to_string()], true);
+        store.io_counts().unwrap() - before
+    };
+    // Warm both groups' documents alike, then measure.
+    let (_, _) = (cost(&small, &v), cost(&large, &v));
+    let (s, l) = (cost(&small, &u), cost(&large, &u));
+    assert_eq!(s, l, "one add costs the same whatever the group's size");
+    assert!(l.keys_written < 20 && l.keys_read < 40, "{l:?}");
+    assert_eq!(store.member_total("t", &large).unwrap(), 2);
+    assert!(listed(&store, &large).contains(&u));
+}
+
+#[test]
+fn memberships_replicate_with_identical_pages_versions_and_digests() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let users: Vec<String> = (0..5).map(|i| user(&a, &format!("u{i}"))).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let g = group(&a, "G", &refs[..3]);
+    sync_all(&a, &b);
+    change(&b, &g, &users[3..4], true);
+    change(&a, &g, &users[0..1], false);
+    sync_all(&a, &b);
+    sync_all(&b, &a);
+    for s in [&a, &b] {
+        assert_eq!(listed(s, &g), {
+            let mut want: Vec<String> = users[1..4].to_vec();
+            want.sort();
+            want
+        });
+        assert_eq!(s.member_total("t", &g).unwrap(), 3);
+        let groups = s.groups_of("t", &users[1], "").unwrap();
+        assert_eq!(groups.len(), 1);
+        assert!(s.groups_of("t", &users[0], "").unwrap().is_empty());
+    }
+    assert_eq!(
+        a.member_digest("t", &g).unwrap(),
+        b.member_digest("t", &g).unwrap()
+    );
+    assert_eq!(a.digest(), b.digest());
+    // A deleted user leaves every group, everywhere.
+    a.delete("t", ResourceKind::User, &users[1], None).unwrap();
+    sync_all(&a, &b);
+    for s in [&a, &b] {
+        assert!(!listed(s, &g).contains(&users[1]));
+        assert_eq!(s.member_total("t", &g).unwrap(), 2);
+    }
+    assert_eq!(a.digest(), b.digest());
+}
+
+#[test]
+fn a_member_that_arrives_after_its_membership_is_listed_when_it_arrives() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let g = group(&a, "G", &[]);
+    sync_all(&a, &b);
+    // b creates a user; a adds it to the group before b's user reaches a.
+    let u = user(&b, "late");
+    change(&a, &g, std::slice::from_ref(&u), true);
+    assert!(listed(&a, &g).is_empty(), "not a live resource here yet");
+    sync_all(&b, &a);
+    assert_eq!(listed(&a, &g), vec![u.clone()]);
+    assert_eq!(a.member_total("t", &g).unwrap(), 1);
+    sync_all(&a, &b);
+    assert_eq!(listed(&b, &g), vec![u]);
+    assert_eq!(
+        a.member_digest("t", &g).unwrap(),
+        b.member_digest("t", &g).unwrap()
+    );
+}
+
+#[test]
+fn removed_memberships_are_collected_once_every_region_saw_them() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let u = user(&a, "u");
+    let g = group(&a, "G", &[&u]);
+    change(&a, &g, std::slice::from_ref(&u), false);
+    assert_eq!(a.pending_memberships().unwrap(), 1);
+    let cluster = vec!["a".to_string(), "b".to_string()];
+    let report = |s: &Store| Report {
+        marks: s.log_hwm(),
+        allocated: s.last_local_seq(),
+    };
+    // b has not seen the removal: nothing is collected.
+    let peers = BTreeMap::from([("b".to_string(), report(&b))]);
+    assert_eq!(
+        a.collect_memberships(a.last_local_seq(), &peers, &cluster)
+            .unwrap(),
+        0
+    );
+    sync_all(&a, &b);
+    let peers = BTreeMap::from([("b".to_string(), report(&b))]);
+    // Phase 1 (everyone holds the removal), then phase 2 (nothing concurrent can arrive).
+    assert_eq!(
+        a.collect_memberships(a.last_local_seq(), &peers, &cluster)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.collect_memberships(a.last_local_seq(), &peers, &cluster)
+            .unwrap(),
+        1
+    );
+    assert_eq!(a.pending_memberships().unwrap(), 0);
+    // A re-add afterwards counts (it saw the removal), here and at b.
+    change(&a, &g, std::slice::from_ref(&u), true);
+    sync_all(&a, &b);
+    assert_eq!(listed(&b, &g), vec![u]);
+}
+
+#[test]
+fn a_truncated_log_serves_from_its_floor() {
+    let d = tempfile::tempdir().unwrap();
+    let a = open(d.path(), "a");
+    for i in 0..10 {
+        user(&a, &format!("u{i}"));
+    }
+    assert_eq!(
+        a.truncate_log(&BTreeMap::from([("a".to_string(), 8)]))
+            .unwrap(),
+        1
+    );
+    assert_eq!(a.log_floor()["a"], 8);
+    let entries = a.log_read("a", 1, 100, usize::MAX).unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+    // Floors never go down, and never above the mark + 1.
+    assert_eq!(
+        a.truncate_log(&BTreeMap::from([("a".to_string(), 3)]))
+            .unwrap(),
+        0
+    );
+    a.truncate_log(&BTreeMap::from([("a".to_string(), 99)]))
+        .unwrap();
+    assert_eq!(a.log_floor()["a"], 11);
+    drop(a);
+    let a = open(d.path(), "a");
+    assert_eq!(a.log_floor()["a"], 11);
+    assert_eq!(a.log_hwm()["a"], 10);
+    user(&a, "after");
+    assert_eq!(
+        a.log_hwm()["a"],
+        11,
+        "writes continue after the persisted mark"
+    );
+}
+
+/// Move a snapshot of `from` into `to` the way the runtime does (chunks of `chunk_bytes`).
+fn transfer(from: &Store, to: &Store, chunk_bytes: usize) -> BTreeMap<String, u64> {
+    let mut marks = BTreeMap::new();
+    let mut chunks = Vec::new();
+    from.snapshot(
+        chunk_bytes,
+        |m| {
+            marks = m;
+            true
+        },
+        |items| {
+            chunks.push(items);
+            true
+        },
+    )
+    .unwrap();
+    to.begin_snapshot(&marks).unwrap();
+    for c in &chunks {
+        to.apply_snapshot(c, &marks).unwrap();
+    }
+    to.finish_snapshot(&marks).unwrap();
+    marks
+}
+
+#[test]
+fn a_snapshot_brings_an_empty_region_to_the_same_state_and_replication_goes_on() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let users: Vec<String> = (0..30).map(|i| user(&a, &format!("u{i}"))).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let g = group(&a, "G", &refs[..20]);
+    let nested = group(&a, "N", &[&g, refs[25]]);
+    change(&a, &g, &users[0..2], false);
+    a.delete("t", ResourceKind::User, &users[29], None).unwrap();
+    // The log is cut: b cannot catch up entry by entry.
+    a.truncate_log(
+        &a.log_hwm()
+            .iter()
+            .map(|(o, m)| (o.clone(), m + 1))
+            .collect(),
+    )
+    .unwrap();
+    let marks = transfer(&a, &b, 4096);
+    assert_eq!(b.log_hwm(), a.log_hwm());
+    assert_eq!(marks, a.log_hwm());
+    assert_eq!(b.log_floor()["a"], a.log_hwm()["a"] + 1);
+    for id in &users[..29] {
+        assert_eq!(
+            a.get("t", ResourceKind::User, id).unwrap(),
+            b.get("t", ResourceKind::User, id).unwrap()
+        );
+    }
+    assert!(b
+        .get("t", ResourceKind::User, &users[29])
+        .unwrap()
+        .is_none());
+    for gid in [&g, &nested] {
+        assert_eq!(listed(&a, gid), listed(&b, gid));
+        assert_eq!(
+            a.member_digest("t", gid).unwrap(),
+            b.member_digest("t", gid).unwrap()
+        );
+        assert_eq!(
+            a.member_total("t", gid).unwrap(),
+            b.member_total("t", gid).unwrap()
+        );
+    }
+    assert_eq!(b.count("t", ResourceKind::User).unwrap(), 29);
+    assert_eq!(a.digest(), b.digest());
+    // Replication continues from the snapshot's marks.
+    change(&a, &g, &users[20..22], true);
+    let v = user(&a, "after");
+    sync_all(&a, &b);
+    assert_eq!(listed(&a, &g), listed(&b, &g));
+    assert!(b.get("t", ResourceKind::User, &v).unwrap().is_some());
+    assert_eq!(a.digest(), b.digest());
+    // b's own writes continue its own sequence.
+    user(&b, "from-b");
+    sync_all(&b, &a);
+    assert_eq!(a.count("t", ResourceKind::User).unwrap(), 31);
+}
+
+#[test]
+fn a_snapshot_that_covers_a_region_replaces_its_memberships() {
+    // b is a restored backup: it lists a member that a removed and then collected (every
+    // region had seen the removal before b was restored).
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let u = user(&a, "u");
+    let g = group(&a, "G", &[&u]);
+    sync_all(&a, &b);
+    let backup = tempfile::tempdir().unwrap();
+    drop(b);
+    copy_dir(db.path(), backup.path());
+    let b = open(db.path(), "b");
+    change(&a, &g, std::slice::from_ref(&u), false);
+    sync_all(&a, &b);
+    let cluster = vec!["a".to_string(), "b".to_string()];
+    let peers = BTreeMap::from([(
+        "b".to_string(),
+        Report {
+            marks: b.log_hwm(),
+            allocated: b.last_local_seq(),
+        },
+    )]);
+    for _ in 0..2 {
+        a.collect_memberships(a.last_local_seq(), &peers, &cluster)
+            .unwrap();
+    }
+    assert_eq!(a.pending_memberships().unwrap(), 0, "collected at a");
+    drop(b);
+    let restored = open(backup.path(), "b");
+    assert_eq!(
+        listed(&restored, &g),
+        vec![u.clone()],
+        "the stale backup lists u"
+    );
+    transfer(&a, &restored, 1 << 20);
+    assert!(listed(&restored, &g).is_empty());
+    assert!(restored.groups_of("t", &u, "").unwrap().is_empty());
+    assert_eq!(
+        restored.member_digest("t", &g).unwrap(),
+        a.member_digest("t", &g).unwrap()
+    );
+    let seen: BTreeSet<_> = restored.log_hwm().into_iter().collect();
+    assert!(
+        seen.contains(&("a".to_string(), a.log_hwm()["a"])),
+        "{seen:?}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
