@@ -205,6 +205,8 @@ enum Ev {
     Msg(String, u64, Message),
     Closed(String, u64),
     Applied(String),
+    /// A peer found by DNS (`replication.peers_srv`, see `discovery`).
+    Discovered(crate::config::PeerConfig),
 }
 
 /// Start replication for `store` (region `region`) as configured.
@@ -257,6 +259,16 @@ pub async fn start(
             want_rx,
             stop_rx.clone(),
         ));
+    }
+    if let Some(name) = &cfg.peers_srv {
+        let tx = tx.clone();
+        super::discovery::spawn(
+            name.clone(),
+            cfg.peers_srv_servers.clone(),
+            Duration::from_millis(cfg.peers_srv_refresh_ms),
+            region.to_string(),
+            move |peer| tx.send(Ev::Discovered(peer)).is_ok(),
+        );
     }
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let peers: Vec<String> = cfg.peers.iter().map(|p| p.region.clone()).collect();
@@ -333,7 +345,7 @@ async fn run(
     config: ReplicatorConfig,
     tx: mpsc::UnboundedSender<Ev>,
     mut rx: mpsc::UnboundedReceiver<Ev>,
-    redial: HashMap<String, watch::Sender<u64>>,
+    mut redial: HashMap<String, watch::Sender<u64>>,
     status: Arc<Mutex<Value>>,
     mut stop: watch::Receiver<bool>,
     transport: Arc<Transport>,
@@ -407,6 +419,23 @@ async fn run(
                         }
                     }
                     Ev::Applied(origin) => rep.applied(&origin, now(), &log),
+                    // A new peer from DNS: dialled like a static one when its name sorts after
+                    // ours (else it dials us). Known peers keep their dial loop.
+                    Ev::Discovered(peer) => {
+                        if peer.region.as_str() > rep.region() && !redial.contains_key(&peer.region) {
+                            tracing::info!(peer = %peer.region, addr = %peer.addr, "replication peer found by DNS");
+                            let (want_tx, want_rx) = watch::channel(0u64);
+                            redial.insert(peer.region.clone(), want_tx);
+                            tokio::spawn(dial_loop(
+                                transport.clone(),
+                                peer.region,
+                                peer.addr,
+                                tx.clone(),
+                                want_rx,
+                                stop.clone(),
+                            ));
+                        }
+                    }
                     Ev::Conn(conn) => {
                         next_conn += 1;
                         let id = next_conn;
