@@ -29,6 +29,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     for f in &files {
         configs.push(Config::load(f, std::env::vars())?);
     }
+    check_dns_tables(&configs)?;
     // Certificates first, one region at a time, so the regions never race to create the CA.
     for c in &configs {
         if let Some(r) = &c.replication {
@@ -86,6 +87,9 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
                         println!("geoscim: admin token (all regions): {admin_token}");
+                        for line in try_lines(&configs, &exe, &token) {
+                            println!("{line}");
+                        }
                         println!("geoscim: Ctrl-C stops every region");
                     }
                 }
@@ -112,4 +116,52 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every region's `[dns]` must carry the same zone and table (all but `listen`): responders
+/// that disagree would send the same client to different regions.
+fn check_dns_tables(configs: &[Config]) -> anyhow::Result<()> {
+    let mut first: Option<(&str, crate::config::DnsConfig)> = None;
+    for c in configs {
+        let Some(d) = &c.dns else { continue };
+        let mut shared = d.clone();
+        shared.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        match &first {
+            None => first = Some((&c.region, shared)),
+            Some((region, other)) => anyhow::ensure!(
+                *other == shared,
+                "regions {region} and {} have different [dns] settings or tables (only \
+                 dns.listen may differ): every responder must give the same answers",
+                c.region
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The `dig` and `idp-sim` lines to try the cluster's DNS with, when it has responders.
+fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
+    let dns: Vec<&crate::config::DnsConfig> =
+        configs.iter().filter_map(|c| c.dns.as_ref()).collect();
+    let Some(first) = dns.first() else {
+        return Vec::new();
+    };
+    let name = first.service_name();
+    let servers: Vec<String> = dns.iter().map(|d| d.listen.to_string()).collect();
+    let regions: Vec<String> = configs
+        .iter()
+        .map(|c| format!("http://{}", c.http.listen))
+        .collect();
+    let port = configs.first().map_or(8080, |c| c.http.listen.port());
+    let (ip, dns_port) = (first.listen.ip(), first.listen.port());
+    vec![
+        format!("geoscim: dns for {name} on {}", servers.join(", ")),
+        format!("geoscim: try: dig @{ip} -p {dns_port} {name} A +subnet=10.3.0.0/24"),
+        format!(
+            "geoscim: try: {} idp-sim --name {name} --dns {} --port {port} --regions {} --token {token}",
+            exe.display(),
+            servers.join(","),
+            regions.join(","),
+        ),
+    ]
 }
