@@ -665,19 +665,17 @@ async fn worker(
             }
         }
         // Remove every seventh user from its group again (Entra's remove with a value filter).
-        for k in 0..users.len() {
-            let (i, e) = &users[k];
-            if i % 7 != 3 || e.uncertain || e.groups.is_empty() || sim.over() {
+        for (i, e) in users.iter_mut() {
+            if *i % 7 != 3 || e.uncertain || e.groups.is_empty() || sim.over() {
                 continue;
             }
-            let group = groups[i % groups.len()].clone();
+            let group = groups[*i % groups.len()].clone();
             sim.pace().await;
             let body =
                 patch(json!([{"op": "Remove", "path": format!("members[value eq \"{}\"]", e.id)}]));
             let out = sim
                 .write(Method::PATCH, &format!("/Groups/{group}"), Some(&body))
                 .await;
-            let e = &mut users[k].1;
             match out {
                 Outcome::Done(..) => {
                     e.groups.remove(&group);

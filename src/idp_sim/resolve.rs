@@ -25,7 +25,8 @@ pub enum ResolveError {
 }
 
 enum Backend {
-    Hickory(TokioResolver),
+    /// Boxed: the resolver is large and the other variant small.
+    Hickory(Box<TokioResolver>),
     Ecs {
         servers: Vec<SocketAddr>,
         subnet: IpNet,
@@ -60,10 +61,10 @@ impl NameResolver {
                 subnet,
                 cache: None,
             },
-            None => Backend::Hickory(
+            None => Backend::Hickory(Box::new(
                 crate::replication::discovery::resolver(servers, Duration::from_millis(800))
                     .map_err(|e| ResolveError::Resolver(e.to_string()))?,
-            ),
+            )),
         };
         Ok(NameResolver {
             name,
