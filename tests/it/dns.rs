@@ -527,3 +527,83 @@ async fn idp_sim_loses_nothing_acknowledged_across_a_kill_of_its_region() {
     );
     assert!(report["longest_gap_ms"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// Two regions with no static peers: each finds the other in the SRV records its own
+/// responder serves (`replication.peers_srv`), they connect, and a write replicates.
+#[tokio::test]
+async fn replication_peers_are_found_by_srv_records() {
+    let net = loopback_net();
+    let port = free_port(&format!("{net}.1"));
+    let (quic, dns_port) = (
+        free_port(&format!("{net}.1")),
+        free_port(&format!("{net}.1")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    crate::partition::run(
+        env!("CARGO_BIN_EXE_geoscim"),
+        &[
+            "certs",
+            "--out",
+            certs.to_str().unwrap(),
+            "--regions",
+            "eu,us,ap",
+        ],
+    )
+    .unwrap();
+    let mut regions = Vec::new();
+    for (i, r) in ["eu", "us"].iter().enumerate() {
+        let n = i + 1;
+        let text = format!(
+            "region = \"{r}\"\ndata_dir = \"{}\"\n[http]\nlisten = \"{net}.{n}:{port}\"\n\
+             [replication]\nlisten = \"{net}.{n}:{quic}\"\ncerts_dir = \"{}\"\n\
+             peers_srv = \"_geoscim._udp.geoscim.test\"\n\
+             peers_srv_servers = [\"{net}.{n}:{dns_port}\"]\npeers_srv_refresh_ms = 500\n\
+             [dns]\nlisten = \"{net}.{n}:{dns_port}\"\nzone = \"geoscim.test\"\n{}",
+            tmp.path().join(r).display(),
+            certs.display(),
+            dns_table(&net, port, Some(quic), 0)
+        );
+        let config = tmp.path().join(format!("{r}.toml"));
+        std::fs::write(&config, text).unwrap();
+        regions.push(Proc::start(config));
+    }
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (r, peer) in [(&regions[0], "us"), (&regions[1], "eu")] {
+        eventually(30, "the peer found by SRV connected", || async {
+            let h = health_json(&http, &r.url).await;
+            h["replication"]["peers"]
+                .as_array()?
+                .iter()
+                .any(|p| p["peer"] == peer && p["connected"] == true)
+                .then_some(())
+        })
+        .await;
+    }
+    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                  "userName": "srv@example.com"});
+    let created = http
+        .post(format!("{}/scim/v2/Users", regions[0].url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let us = regions[1].url.clone();
+    eventually(30, "the user replicated to us", || async {
+        let r = http
+            .get(format!("{us}/scim/v2/Users/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
