@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let servers: Vec<String> = (0..3).map(|i| c.dns(i).to_string()).collect();
     let urls: Vec<String> = (0..3).map(|i| c.url(i)).collect();
     // Bounded: it stops starting new users after this many seconds.
-    let duration = 15 + kills as u64 * 15;
+    let duration = 20 + kills as u64 * 10;
     let sim = Command::new(&bin)
         .args([
             "idp-sim",

@@ -175,6 +175,19 @@ pub struct View {
     service_name: String,
     /// The responder's bound address, once bound (for `/health`: tests bind port 0).
     pub listen: std::sync::OnceLock<std::net::SocketAddr>,
+    /// A digest of the `[dns]` settings but `listen` ([`table_digest`]): equal in every region
+    /// that answers alike, so `/health` lets operators compare regions.
+    pub table_digest: std::sync::OnceLock<String>,
+}
+
+/// The first 16 hex digits of the SHA-256 of `cfg`'s JSON with `listen` left out: what must be
+/// equal in every region's file.
+pub fn table_digest(cfg: &crate::config::DnsConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut shared = cfg.clone();
+    shared.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let json = serde_json::to_vec(&shared).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..8])
 }
 
 impl View {
@@ -200,6 +213,7 @@ impl View {
             metrics,
             service_name,
             listen: std::sync::OnceLock::new(),
+            table_digest: std::sync::OnceLock::new(),
         }
     }
 
@@ -274,7 +288,8 @@ impl View {
             })
             .collect();
         json!({"zone": self.zone.apex(), "service": self.service_name,
-               "listen": self.listen.get().map(|a| a.to_string()), "regions": regions})
+               "listen": self.listen.get().map(|a| a.to_string()),
+               "table_digest": self.table_digest.get(), "regions": regions})
     }
 
     /// `/metrics` with the DNS series added before its `# EOF`.
@@ -345,6 +360,7 @@ pub async fn start(cfg: &crate::config::DnsConfig, region: &str) -> Result<Runni
         source,
     })?;
     let _ = view.listen.set(addr);
+    let _ = view.table_digest.set(table_digest(cfg));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = prober::spawn(
         view.clone(),

@@ -351,6 +351,46 @@ async fn the_responder_answers_its_zone_refuses_the_rest_and_survives_garbage() 
         assert!(text.contains(series), "{series} missing in:\n{text}");
     }
     assert!(text.ends_with("# EOF\n"));
+
+    // idp-sim posing as an IdP in ap's network (ECS): answered eu while ap is down, and every
+    // acknowledged write reads back.
+    let out = Command::new(env!("CARGO_BIN_EXE_geoscim"))
+        .args([
+            "idp-sim",
+            "--ecs",
+            "10.3.0.0/24",
+            "--dns",
+            &dns.to_string(),
+            "--port",
+        ])
+        .arg(port.to_string())
+        .args([
+            "--token",
+            TOKEN,
+            "--regions",
+            &region.url,
+            "--users",
+            "6",
+            "--groups",
+            "1",
+        ])
+        .args(["--duration", "30", "--settle-secs", "10", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run idp-sim");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(out.status.success(), "{report}");
+    assert_eq!(
+        report["addresses"].as_object().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(
+        report["addresses"][format!("{net}.1")].as_u64().unwrap() > 20,
+        "{report}"
+    );
+    assert_eq!(report["acknowledged_missing"], 0);
 }
 
 /// Three regions in `sync` mode with their responders; idp-sim (the real binary) follows DNS
@@ -418,6 +458,13 @@ async fn idp_sim_loses_nothing_acknowledged_across_a_kill_of_its_region() {
         })
         .await;
     }
+    // Every region has the same table (only dns.listen differs).
+    let mut digests = Vec::new();
+    for r in &regions {
+        digests.push(health_json(&http, &r.url).await["dns"]["table_digest"].clone());
+    }
+    assert!(digests[0].is_string(), "{digests:?}");
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     // A client on 127.0.0.1 is in no network: the table's order, so eu first.
     let servers: Vec<String> = (1..=3).map(|n| format!("{net}.{n}:{dns_port}")).collect();
     let first = ask(
