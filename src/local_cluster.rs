@@ -165,3 +165,43 @@ fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(region: &str) -> Config {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions/local");
+        Config::load(&dir.join(format!("{region}.toml")), []).unwrap()
+    }
+
+    #[test]
+    fn up_refuses_region_files_whose_dns_tables_differ() {
+        let mut configs = vec![local("eu"), local("us"), local("ap")];
+        check_dns_tables(&configs).unwrap();
+        configs[2].dns.as_mut().unwrap().regions[0].lat += 1.0;
+        let err = check_dns_tables(&configs).unwrap_err().to_string();
+        assert!(err.contains("eu") && err.contains("ap"), "{err}");
+    }
+
+    #[test]
+    fn up_prints_a_dig_line_and_an_idp_sim_line() {
+        let configs = vec![local("eu"), local("us"), local("ap")];
+        let lines = try_lines(&configs, Path::new("geoscim"), "gs_t");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("dig @127.0.1.1 -p 5300 scim.geoscim.test A")),
+            "{lines:?}"
+        );
+        let sim = lines.iter().find(|l| l.contains("idp-sim")).unwrap();
+        for part in [
+            "--dns 127.0.1.1:5300,127.0.1.2:5300,127.0.1.3:5300",
+            "--port 8080",
+            "http://127.0.1.3:8080",
+            "--token gs_t",
+        ] {
+            assert!(sim.contains(part), "{part} in {sim}");
+        }
+    }
+}
