@@ -9,9 +9,9 @@
 //! every third Entra-style — `"Replace"` with `"False"`) and deletes (every fifth user).
 //!
 //! Failures: a connection failure marks the address bad for the request, drops the cached
-//! answer and resolves again; 429/503 wait for `Retry-After` (else exponential backoff); other
-//! 5xx back off and retry; 4xx are final. A write that never got a 2xx makes its user
-//! uncertain (not judged). At the end every user is read from **every** region (`--regions`,
+//! answer and resolves again; 429/503 wait for `Retry-After` (else exponential backoff up to
+//! `--max-backoff-ms`); other 5xx back off and retry; 4xx are final. A write that never got a
+//! 2xx makes its user uncertain (not judged). At the end every user is read from **every** region (`--regions`,
 //! straight to each region's URL) until each agrees with what was acknowledged or
 //! `--settle-secs` pass, and the [`Report`] counts what disagrees: acknowledged writes missing
 //! or wrong, and acknowledged deactivations read active anywhere (both must be 0).
@@ -78,8 +78,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub pace_ms: u64,
     /// Attempts per request before giving up.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub attempts: u32,
+    /// Longest wait between two attempts, milliseconds (backoff doubles from 50 ms up to it;
+    /// a `Retry-After` is honoured on top, up to 10 s). Short by default: a refused connection
+    /// costs nothing, and DNS moves the name within about a second.
+    #[arg(long, default_value_t = 250)]
+    pub max_backoff_ms: u64,
     /// Time limit of one HTTP attempt, milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -243,7 +248,8 @@ impl Sim {
 
     /// One SCIM request through DNS, with retries.
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Outcome {
-        let mut backoff = Duration::from_millis(50);
+        let max_backoff = Duration::from_millis(self.args.max_backoff_ms.max(1));
+        let mut backoff = Duration::from_millis(50).min(max_backoff);
         let mut bad: BTreeSet<IpAddr> = BTreeSet::new();
         let mut last = String::from("no attempt");
         for _ in 0..self.args.attempts.max(1) {
@@ -254,7 +260,7 @@ impl Sim {
                     last = format!("dns: {e}");
                     self.stat(|s| *s.errors.entry("dns".into()).or_default() += 1);
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(max_backoff);
                     continue;
                 }
             };
@@ -299,7 +305,7 @@ impl Sim {
                     bad.insert(addr);
                     self.resolver.lock().await.invalidate();
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(max_backoff);
                     continue;
                 }
             };
@@ -338,12 +344,12 @@ impl Sim {
                     .map(|s| Duration::from_secs(s.min(10)))
                     .unwrap_or(backoff);
                 tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
             if status.is_server_error() {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
             return Outcome::Rejected(status, json);
