@@ -1,7 +1,7 @@
 //! Failover RTO at the default settings: three regions on loopback in `sync` mode, idp-sim
 //! provisioning through DNS, and KILLS rounds of: wait until idp-sim writes through eu, kill -9
-//! eu, time until a live responder (us's) answers without eu (polled every 5 ms), restart eu,
-//! wait until it is answered again. Then idp-sim's gaps without a successful request (its
+//! eu, time until a live responder (us's) answers without eu (polled every 5 ms), wait until
+//! idp-sim has succeeded in us, restart eu, wait until it is answered again. Then idp-sim's gaps without a successful request (its
 //! report lists every gap over 200 ms) give kill → first successful request elsewhere.
 //!
 //! usage: bench_failover GEOSCIM_BINARY [KILLS]   (defaults: 20 kills)
@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let us_before = posts(&http, &c.url(1)).await;
         c.kill9(0);
         let t0 = Instant::now();
         kill_at.push(started.elapsed().as_millis() as u64);
@@ -138,6 +139,15 @@ async fn main() -> anyhow::Result<()> {
         let took = t0.elapsed().as_secs_f64() * 1000.0;
         eprintln!("kill {}: answers without eu after {took:.0} ms", k + 1);
         rto.push(took);
+        // eu stays dead until idp-sim has succeeded elsewhere (us), so its gap is the time to a
+        // success in another region, not a race with eu's restart.
+        while posts(&http, &c.url(1)).await <= us_before {
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "round {k}: idp-sim never reached us"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         c.restart(0)?;
         let t1 = Instant::now();
         while answer(&c, 1).await.is_none_or(|a| !a.contains(&eu)) {
@@ -182,6 +192,10 @@ async fn main() -> anyhow::Result<()> {
          missing {}, wrong {}, deactivated active {}",
         report["requests"], report["acknowledged_writes"], report["errors"], report["failovers"],
         report["acknowledged_missing"], report["acknowledged_wrong"], report["deactivated_active"]
+    );
+    eprintln!(
+        "idp-sim served by {}; gaps over 200 ms: {:?}; kills at {kill_at:?}",
+        report["addresses"], report["gaps_over_200ms"]
     );
     Ok(())
 }
