@@ -1,4 +1,4 @@
-//! Command line: `up`, `serve`, `token create`, `certs` and `conflicts`. Thin: parse, call the
+//! Command line: `up`, `serve`, `token create`, `certs`, `conflicts` and `idp-sim`. Thin: parse, call the
 //! library, print.
 
 use std::path::PathBuf;
@@ -50,10 +50,33 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A provisioning client that follows DNS: resolves the service (or a tenant) name at the
+    /// given DNS servers, runs a bounded IdP-like workload with retries, reads every
+    /// acknowledged write back from every region and reports what it saw.
+    IdpSim(crate::idp_sim::Args),
+    /// Ask a DNS server one question (no dnsutils needed) and print the answer: response code,
+    /// addresses and TTL, the echoed ECS scope. For trying the responder and for tests.
+    DnsQuery {
+        /// The server (address:port).
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        /// The name to ask for.
+        #[arg(long, default_value = "scim.geoscim.test")]
+        name: String,
+        /// The record type (A, AAAA, SOA, NS, SRV…).
+        #[arg(long = "type", default_value = "A")]
+        qtype: String,
+        /// An EDNS Client Subnet to send (e.g. 10.3.0.0/24).
+        #[arg(long)]
+        subnet: Option<ipnet::IpNet>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the conflict log of a region (its admin API), as a table or as JSON.
     Conflicts {
         /// The region's base URL (without `/admin/v1`).
-        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        #[arg(long, default_value = "http://127.0.1.1:8080")]
         url: String,
         /// An admin token (`geoscim token create --admin`); tenant tokens are refused.
         #[arg(long, env = "GEOSCIM_ADMIN_TOKEN", hide_env_values = true)]
@@ -84,6 +107,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Up { regions } => crate::local_cluster::up(&regions).await,
+        Command::IdpSim(args) => idp_sim(args).await,
+        Command::DnsQuery {
+            server,
+            name,
+            qtype,
+            subnet,
+            json,
+        } => dns_query(server, &name, &qtype, subnet, json).await,
         Command::Conflicts {
             url,
             token,
@@ -122,6 +153,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn idp_sim(args: crate::idp_sim::Args) -> anyhow::Result<()> {
+    let json = args.json;
+    let report = crate::idp_sim::run(args).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    anyhow::ensure!(
+        report.passed(),
+        "acknowledged writes did not hold in every region"
+    );
+    Ok(())
+}
+
+async fn dns_query(
+    server: std::net::SocketAddr,
+    name: &str,
+    qtype: &str,
+    subnet: Option<ipnet::IpNet>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use std::str::FromStr;
+    let qname = hickory_proto::rr::Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
+        .map_err(|e| anyhow::anyhow!("invalid name {name:?}: {e}"))?;
+    let qtype = hickory_proto::rr::RecordType::from_str(&qtype.to_ascii_uppercase())
+        .map_err(|e| anyhow::anyhow!("unknown type {qtype:?}: {e}"))?;
+    let m = crate::dns::client::query(
+        server,
+        &qname,
+        qtype,
+        subnet.map(|s| (s.network(), s.prefix_len())),
+        std::time::Duration::from_secs(2),
+    )
+    .await?;
+    let (addrs, ttl) = crate::dns::client::addresses(&m);
+    let scope = m
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+            _ => None,
+        });
+    let records: Vec<String> = m.answers.iter().map(|r| r.to_string()).collect();
+    if json {
+        let v = serde_json::json!({
+            "rcode": format!("{:?}", m.metadata.response_code).to_ascii_uppercase(),
+            "authoritative": m.metadata.authoritative, "truncated": m.metadata.truncation,
+            "addrs": addrs, "ttl": ttl, "scope": scope, "answers": records,
+            "authorities": m.authorities.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{:?} aa={} answers={} scope={scope:?}",
+            m.metadata.response_code,
+            m.metadata.authoritative,
+            records.len()
+        );
+        for r in records {
+            println!("{r}");
+        }
+    }
+    Ok(())
 }
 
 async fn conflicts(
@@ -165,6 +263,19 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind http listener on {listen}"))?;
     let addr = listener.local_addr()?;
+    let dns = match prepared.state.config.dns.clone() {
+        Some(cfg) => {
+            let running = crate::dns::start(&cfg, &prepared.state.config.region).await?;
+            let _ = prepared.state.dns.set(running.view.clone());
+            println!(
+                "geoscim: dns listening on {} (udp+tcp) for {}",
+                running.addr,
+                cfg.service_name()
+            );
+            Some(running)
+        }
+        None => None,
+    };
     println!("geoscim: http listening on http://{addr}");
     if let Some(node) = &node {
         println!("geoscim: quic listening on {}", node.addr);
@@ -177,6 +288,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         println!("geoscim: (shown once; only its hash is kept in the data dir)");
     }
     server::serve(prepared.state, listener, server::shutdown_signal()).await?;
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
     if let Some(node) = node {
         node.shutdown().await;
     }

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod dns;
+pub use dns::{is_dns_name, DnsConfig, DnsNetwork, DnsRegion, DnsTenant};
+
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "GEOSCIM_";
 
@@ -64,6 +67,9 @@ pub struct Config {
     /// Replication to peer regions; absent for a single region.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
+    /// The geo-DNS responder and its health prober; absent: no responder.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
 }
 
 /// Replication over QUIC with mutual TLS (see `geoscim certs`).
@@ -137,6 +143,17 @@ pub struct ReplicationConfig {
     /// cluster already holds. 0: no wait.
     #[serde(default = "default_start_hold_ms")]
     pub start_hold_ms: u64,
+    /// An SRV name (`_geoscim._udp.<zone>`) whose records list peers (target
+    /// `<region>.region.<zone>`, the QUIC port), looked up at `peers_srv_servers` and refreshed
+    /// every `peers_srv_refresh_ms`; peers found are dialled like `peers`. Unset: static only.
+    #[serde(default)]
+    pub peers_srv: Option<String>,
+    /// DNS servers (address and port) asked for `peers_srv`, e.g. the cluster's responders.
+    #[serde(default)]
+    pub peers_srv_servers: Vec<SocketAddr>,
+    /// How often `peers_srv` is looked up again, milliseconds.
+    #[serde(default = "default_peers_srv_refresh_ms")]
+    pub peers_srv_refresh_ms: u64,
 }
 
 fn default_start_hold_ms() -> u64 {
@@ -160,6 +177,10 @@ fn default_snapshot_chunk_bytes() -> usize {
 }
 fn default_snapshot_window() -> u64 {
     4
+}
+
+fn default_peers_srv_refresh_ms() -> u64 {
+    30_000
 }
 
 fn default_tombstone_gc_interval_ms() -> u64 {
@@ -376,6 +397,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tokens",
     "admin_tokens",
     "replication",
+    "dns",
 ];
 
 impl Config {
@@ -472,7 +494,9 @@ impl Config {
             return invalid("storage.doc_cache_size", "must be at least 1");
         }
         if let Some(r) = &self.replication {
-            if r.write_quorum == 0 || r.write_quorum > r.peers.len() + 1 {
+            // Peers found by DNS are not known here: the quorum is then checked at runtime.
+            if r.write_quorum == 0 || (r.peers_srv.is_none() && r.write_quorum > r.peers.len() + 1)
+            {
                 return invalid(
                     "replication.write_quorum",
                     "must be between 1 and the number of regions (peers + this one)",
@@ -508,6 +532,33 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(r) = &self.replication {
+            if let Some(name) = &r.peers_srv {
+                if !is_dns_name(
+                    name.trim_end_matches('.')
+                        .trim_start_matches('_')
+                        .replace("._", ".")
+                        .as_str(),
+                ) {
+                    return invalid(
+                        "replication.peers_srv",
+                        "must be a DNS name such as _geoscim._udp.<zone>",
+                    );
+                }
+                if r.peers_srv_servers.is_empty() {
+                    return invalid(
+                        "replication.peers_srv_servers",
+                        "must name at least one DNS server when replication.peers_srv is set",
+                    );
+                }
+                if r.peers_srv_refresh_ms < 100 {
+                    return invalid("replication.peers_srv_refresh_ms", "must be at least 100");
+                }
+            }
+        }
+        if let Some(d) = &self.dns {
+            d.validate(&self.region)?;
         }
         for token in &self.tokens {
             if !crate::ids::is_valid_name(&token.tenant) {

@@ -17,6 +17,13 @@
 //! - `replication`: replication between regions: the sans-IO protocol core (wire format,
 //!   per-origin marks, `Replicator`), the QUIC transport with mutual TLS (`quic`, the only quinn
 //!   user), cluster certificates (`certs`), and the runtime that wires them to the store (`node`).
+//! - `dns`: geo-DNS: the pure routing core (`routing`: nearest healthy region for a client or
+//!   its ECS prefix, scope, hysteresis, fail-open, tenant home regions), the zone (`zone`,
+//!   pure), per-source rate limits (`ratelimit`, pure), the responder (`server`, the only
+//!   hickory-server user) and the `/health` prober (`prober`) feeding the shared `View`.
+//! - `idp_sim`: `geoscim idp-sim`: a provisioning client that follows DNS (hickory-resolver),
+//!   runs a bounded IdP-like workload with retries, and reads every acknowledged write back
+//!   from every region.
 //! - `local_cluster`: `geoscim up`, the ready-made local cluster of `regions/local/`.
 //! - `api`: the axum routers (SCIM, `/health`, `/metrics`, and the admin API `api::admin`:
 //!   conflict log and resource histories behind admin tokens): auth, load shedding, SCIM error
@@ -25,14 +32,17 @@
 //! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
 //! - `cli`: the thin command line over `server` and `admin_client`.
 //!
-//! Dependencies point one way: `cli → {server, local_cluster, admin_client} → {api, replication}
-//! → store → {conflict, scim → ids}`.
+//! Dependencies point one way: `cli → {server, local_cluster, admin_client, idp_sim} → {api,
+//! replication, dns} → store → {conflict, scim → ids}`; `api` reads `dns::View` for `/health`
+//! and `/metrics`.
 
 pub mod admin_client;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod conflict;
+pub mod dns;
+pub mod idp_sim;
 pub mod ids;
 pub mod local_cluster;
 pub mod replication;

@@ -29,6 +29,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     for f in &files {
         configs.push(Config::load(f, std::env::vars())?);
     }
+    check_dns_tables(&configs)?;
     // Certificates first, one region at a time, so the regions never race to create the CA.
     for c in &configs {
         if let Some(r) = &c.replication {
@@ -86,6 +87,9 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
                         println!("geoscim: admin token (all regions): {admin_token}");
+                        for line in try_lines(&configs, &exe, &token) {
+                            println!("{line}");
+                        }
                         println!("geoscim: Ctrl-C stops every region");
                     }
                 }
@@ -112,4 +116,92 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every region's `[dns]` must carry the same zone and table (all but `listen`): responders
+/// that disagree would send the same client to different regions.
+fn check_dns_tables(configs: &[Config]) -> anyhow::Result<()> {
+    let mut first: Option<(&str, crate::config::DnsConfig)> = None;
+    for c in configs {
+        let Some(d) = &c.dns else { continue };
+        let mut shared = d.clone();
+        shared.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        match &first {
+            None => first = Some((&c.region, shared)),
+            Some((region, other)) => anyhow::ensure!(
+                *other == shared,
+                "regions {region} and {} have different [dns] settings or tables (only \
+                 dns.listen may differ): every responder must give the same answers",
+                c.region
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The `dig` and `idp-sim` lines to try the cluster's DNS with, when it has responders.
+fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
+    let dns: Vec<&crate::config::DnsConfig> =
+        configs.iter().filter_map(|c| c.dns.as_ref()).collect();
+    let Some(first) = dns.first() else {
+        return Vec::new();
+    };
+    let name = first.service_name();
+    let servers: Vec<String> = dns.iter().map(|d| d.listen.to_string()).collect();
+    let regions: Vec<String> = configs
+        .iter()
+        .map(|c| format!("http://{}", c.http.listen))
+        .collect();
+    let port = configs.first().map_or(8080, |c| c.http.listen.port());
+    let (ip, dns_port) = (first.listen.ip(), first.listen.port());
+    vec![
+        format!("geoscim: dns for {name} on {}", servers.join(", ")),
+        format!("geoscim: try: dig @{ip} -p {dns_port} {name} A +subnet=10.3.0.0/24"),
+        format!(
+            "geoscim: try: {} idp-sim --name {name} --dns {} --port {port} --regions {} --token {token}",
+            exe.display(),
+            servers.join(","),
+            regions.join(","),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(region: &str) -> Config {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions/local");
+        Config::load(&dir.join(format!("{region}.toml")), []).unwrap()
+    }
+
+    #[test]
+    fn up_refuses_region_files_whose_dns_tables_differ() {
+        let mut configs = vec![local("eu"), local("us"), local("ap")];
+        check_dns_tables(&configs).unwrap();
+        configs[2].dns.as_mut().unwrap().regions[0].lat += 1.0;
+        let err = check_dns_tables(&configs).unwrap_err().to_string();
+        assert!(err.contains("eu") && err.contains("ap"), "{err}");
+    }
+
+    #[test]
+    fn up_prints_a_dig_line_and_an_idp_sim_line() {
+        let configs = vec![local("eu"), local("us"), local("ap")];
+        let lines = try_lines(&configs, Path::new("geoscim"), "gs_t");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("dig @127.0.1.1 -p 5300 scim.geoscim.test A")),
+            "{lines:?}"
+        );
+        let sim = lines.iter().find(|l| l.contains("idp-sim")).unwrap();
+        for part in [
+            "--dns 127.0.1.1:5300,127.0.1.2:5300,127.0.1.3:5300",
+            "--port 8080",
+            "http://127.0.1.3:8080",
+            "--token gs_t",
+        ] {
+            assert!(sim.contains(part), "{part} in {sim}");
+        }
+    }
 }

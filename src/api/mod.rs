@@ -52,6 +52,9 @@ pub struct AppState {
     pub replication: std::sync::OnceLock<Arc<std::sync::Mutex<Value>>>,
     /// Write-quorum waits and peer lookups, when this region replicates.
     pub cluster: std::sync::OnceLock<crate::replication::node::Handle>,
+    /// The geo-DNS view (health of every region, DNS metrics), when this region runs a
+    /// responder; shown by `/health` and `/metrics`.
+    pub dns: std::sync::OnceLock<Arc<crate::dns::View>>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             replication: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
+            dns: std::sync::OnceLock::new(),
         }
     }
 }
@@ -336,6 +340,10 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         Some(status) => metrics::with_replication(text, &status),
         None => text,
     };
+    let text = match state.dns.get() {
+        Some(dns) => dns.append_metrics(text),
+        None => text,
+    };
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -387,6 +395,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         }
     };
     body["replication"] = replication;
+    if let Some(dns) = state.dns.get() {
+        body["dns"] = dns.status();
+    }
     let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

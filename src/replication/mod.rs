@@ -10,6 +10,8 @@
 //!   ([`quic::TrafficMeter`]); [`certs`]: the cluster CA and region certificates.
 //! - [`store_log`]: the store seen as a [`Log`]; [`node`]: the runtime of one region (one task
 //!   owning the replicator) and the per-peer status `/health` and `/metrics` show.
+//! - [`discovery`]: peers from DNS SRV records (`replication.peers_srv`, hickory-resolver),
+//!   fed to `node`'s dialling next to the static `peers`.
 //!
 //! # The protocol
 //! Every region keeps a replication log: entry (origin region, sequence) holds the Automerge
@@ -106,6 +108,7 @@
 //!   log must not take writes before it recovered its own entries ([`Event::OwnLogBehind`]).
 
 pub mod certs;
+pub mod discovery;
 pub mod needs;
 pub mod node;
 pub mod protocol;

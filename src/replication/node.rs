@@ -210,6 +210,8 @@ enum Ev {
     Applied(String),
     /// The snapshot received from this peer ended: applied (`true`), or broken.
     SnapshotDone(String, bool),
+    /// A peer found by DNS (`replication.peers_srv`, see `discovery`).
+    Discovered(crate::config::PeerConfig),
 }
 
 /// The runtime's timers and limits (from [`ReplicationConfig`]).
@@ -277,6 +279,16 @@ pub async fn start(
             want_rx,
             stop_rx.clone(),
         ));
+    }
+    if let Some(name) = &cfg.peers_srv {
+        let tx = tx.clone();
+        super::discovery::spawn(
+            name.clone(),
+            cfg.peers_srv_servers.clone(),
+            Duration::from_millis(cfg.peers_srv_refresh_ms),
+            region.to_string(),
+            move |peer| tx.send(Ev::Discovered(peer)).is_ok(),
+        );
     }
     let status = Arc::new(Mutex::new(json!({"peers": []})));
     let peers: Vec<String> = cfg.peers.iter().map(|p| p.region.clone()).collect();
@@ -366,7 +378,7 @@ async fn run(
     config: ReplicatorConfig,
     tx: mpsc::UnboundedSender<Ev>,
     mut rx: mpsc::UnboundedReceiver<Ev>,
-    redial: HashMap<String, watch::Sender<u64>>,
+    mut redial: HashMap<String, watch::Sender<u64>>,
     status: Arc<Mutex<Value>>,
     mut stop: watch::Receiver<bool>,
     transport: Arc<Transport>,
@@ -517,6 +529,23 @@ async fn run(
                         };
                         if let Some(session) = incoming.get(&peer).filter(|s| s.id == *id) {
                             let _ = session.queue.send(msg);
+                        }
+                    }
+                    // A new peer from DNS: dialled like a static one when its name sorts after
+                    // ours (else it dials us). Known peers keep their dial loop.
+                    Ev::Discovered(peer) => {
+                        if peer.region.as_str() > rep.region() && !redial.contains_key(&peer.region) {
+                            tracing::info!(peer = %peer.region, addr = %peer.addr, "replication peer found by DNS");
+                            let (want_tx, want_rx) = watch::channel(0u64);
+                            redial.insert(peer.region.clone(), want_tx);
+                            tokio::spawn(dial_loop(
+                                transport.clone(),
+                                peer.region,
+                                peer.addr,
+                                tx.clone(),
+                                want_rx,
+                                stop.clone(),
+                            ));
                         }
                     }
                     Ev::Conn(conn) => {
@@ -790,7 +819,14 @@ impl Housekeeping {
                     Some((p.peer.clone(), Report { marks, allocated }))
                 })
                 .collect();
-            let (store, cluster) = (store.clone(), settings.cluster.clone());
+            // Every region known: configured, and any found by DNS that connected.
+            let mut cluster = settings.cluster.clone();
+            for p in statuses {
+                if !cluster.contains(&p.peer) {
+                    cluster.push(p.peer.clone());
+                }
+            }
+            let store = store.clone();
             tokio::task::spawn_blocking(move || {
                 let _guard = guard;
                 let allocated = store.last_local_seq();

@@ -5,6 +5,8 @@ mod admin;
 mod api;
 mod conflicts;
 mod conformance;
+mod dns;
+mod dns_netns;
 mod harness;
 mod history;
 mod migration;
