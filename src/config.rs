@@ -307,6 +307,14 @@ pub struct StorageConfig {
     /// Automerge documents kept loaded (each costs ~18 KB of heap).
     #[serde(default = "default_doc_cache")]
     pub doc_cache_size: usize,
+    /// Entries of membership history kept per group for the admin API (one per write that
+    /// changed members; the oldest go first).
+    #[serde(default = "default_member_history_entries")]
+    pub member_history_entries: usize,
+}
+
+fn default_member_history_entries() -> usize {
+    1000
 }
 
 /// One accepted bearer token, as the hex SHA-256 of the token text.
@@ -414,6 +422,7 @@ impl Default for StorageConfig {
         StorageConfig {
             sync_writes: true,
             doc_cache_size: default_doc_cache(),
+            member_history_entries: default_member_history_entries(),
         }
     }
 }

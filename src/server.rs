@@ -48,6 +48,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
             sync_writes: config.storage.sync_writes,
             doc_cache_size: config.storage.doc_cache_size,
             io_statistics: false,
+            history_entries: config.storage.member_history_entries,
         },
     )?;
     let mut tokens: HashMap<String, String> = store.stored_tokens()?;

@@ -409,13 +409,16 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .get()
         .and_then(|s| s.lock().ok().map(|v| v.clone()))
         .unwrap_or(Value::Null);
-    // A region that refuses writes (recovering its own log) is not one an IdP should reach.
-    let writes = state.store.writes_refused();
+    // A region that refuses writes (recovering its own log) is not one an IdP should reach;
+    // one whose writes only wait a moment at start is (its check says so).
+    let writes = state.store.writes_blocked();
+    let waiting = state.store.writes_refused();
     let (status, mut body) = match (storage, writes) {
         (Ok(()), None) => (
             StatusCode::OK,
             json!({"status": "ok", "region": state.store.region(),
-                   "checks": {"api": "ok", "storage": "ok", "writes": "ok"}}),
+                   "checks": {"api": "ok", "storage": "ok",
+                              "writes": waiting.unwrap_or_else(|| "ok".into())}}),
         ),
         (storage, writes) => {
             let storage_text = match &storage {
@@ -564,6 +567,7 @@ mod tests {
                 sync_writes: false,
                 doc_cache_size: 10,
                 io_statistics: false,
+                history_entries: 1000,
             },
         )
         .unwrap();
