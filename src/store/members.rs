@@ -14,19 +14,22 @@
 //!   which the heads digest covers while the group is not deleted.
 //!
 //! # Liveness
-//! Members that point at deleted users, and members of deleted groups, are never listed. A
-//! listed entry exists iff the record is present, the member's view exists and the group's
-//! view exists. Views appear and disappear in the same batches as documents
-//! ([`Store::stage_view`]), which calls the hooks here; records change only in
-//! [`Store::stage_membership`]. Both need every lock of the pair they touch: membership writes
-//! hold the group's and the member's stripes, a user's liveness change holds the user's (and,
-//! for its delete, every group it is in); a group that becomes live with records already here
-//! (they arrived before its creation) takes every stripe.
+//! Members that point at deleted users, and members of deleted groups, are never served. A
+//! listed entry exists iff the record is present, the member's view exists and the group was
+//! live when the entry was staged; a deleted group's entries stay until its tombstone is
+//! collected, unreachable because the group itself answers 404. Views appear and disappear in
+//! the same batches as documents ([`Store::stage_view`]), which calls the hooks here; records
+//! change only in [`Store::stage_membership`]. Both need every lock of the pair they touch:
+//! membership writes hold the group's and the member's stripes, a user's liveness change holds
+//! the user's (and, for its delete, every group it is in); a group that becomes live with
+//! records already here (they arrived before its creation) takes every stripe.
 //!
 //! # Records of deleted resources
-//! - Deleting a user writes a removal of each of its memberships in the same change, so they
-//!   end removed everywhere (a concurrent add is outvoted by remove-wins) and are collected
-//!   like every removal.
+//! - Deleting a user writes a removal of each membership the deleting region knows, in the
+//!   same change, so those end removed everywhere (remove-wins outvotes a concurrent re-add of
+//!   the same record) and are collected like every removal. An add written in another region
+//!   that the deleting region had not seen is not covered: that record stays present, unlisted
+//!   (its member has no view), and is not collected.
 //! - A deleted group's records stay (not listed) until its tombstone is collected; then they go
 //!   with it. Its records leave the heads digest when it is deleted, so collection changes no
 //!   digest.

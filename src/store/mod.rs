@@ -6,17 +6,26 @@
 //! concurrent threads into one WAL sync (group commit), so callers run writes on a blocking
 //! thread pool and many requests in flight amortise the disk.
 //!
-//! Column families (format 2, recorded in `meta`):
+//! Column families (format 3, recorded in `meta`):
 //! - `docs`: Automerge bytes per resource, tombstones included (needed for delete-wins later);
+//!   a group's document holds its own attributes only, never its members;
 //! - `views`: materialised SCIM JSON of live resources, for reads, lists and filters;
 //! - `index`: (tenant, type, attribute, normalised value, id) for userName, externalId,
-//!   emails.value and group displayName, plus reverse group membership;
-//! - `log`: (origin region, sequence) → changed resource and its Automerge change bytes;
+//!   emails.value and group displayName, plus reverse group membership (a User's `groups`);
+//! - `members`: one record per (group, member): the membership CRDT of
+//!   [`crate::conflict::membership`], so a change to one member reads and writes one key
+//!   whatever the group's size;
+//! - `counts`: per group, the live member count, the membership digest and the number of
+//!   history entries, each kept by a merge operator in the batch that changes the records;
+//! - `history`: per group, the last membership changes (bounded by
+//!   `storage.member_history_entries`), for the dashboard and audits;
+//! - `log`: (origin region, sequence) → the changed resource and its Automerge change bytes
+//!   (or membership operations), truncated once every known region has applied it;
 //! - `conflicts`: conflict records by time and by id (an index of the records documents carry);
 //! - `peers`: reserved;
-//! - `meta`: format version, region identity, tokens created on first start, health probe, and
-//!   the digest of every document's heads (an XOR kept by a merge operator, so it changes in the
-//!   same batch as the documents).
+//! - `meta`: format version, region identity, tokens created on first start, health probe,
+//!   known regions and their marks, truncation floors, and the digest of every document's heads
+//!   (an XOR kept by a merge operator, so it changes in the same batch as the documents).
 
 mod conflicts;
 mod digest;
