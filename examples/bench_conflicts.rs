@@ -27,6 +27,7 @@ fn open(dir: &std::path::Path, region: &str) -> Store {
             sync_writes: true,
             doc_cache_size: 100_000,
             io_statistics: false,
+            history_entries: 1000,
         },
     )
     .expect("open store")

@@ -245,9 +245,25 @@ pub struct HttpConfig {
     /// admitted requests keep a bounded latency instead of queueing without bound.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Seconds sent in `Retry-After` with a 503.
+    /// Seconds sent in `Retry-After` with every 503 (load shed, quorum timeout, storage or
+    /// replication unavailable, request timeout).
     #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u64,
+    /// A connection must send a request's headers within this long (from its first byte), or
+    /// it is closed: a client that sends half a header holds nothing for longer.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this long once the handler reads it; else 408.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// A request not answered within this long gets 503 + `Retry-After` (store work already
+    /// started finishes, within `max_in_flight`; a write may have been applied, and retrying is
+    /// safe). IdPs give up after 60 s: answer well before.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Open connections at most; beyond it new connections are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// Limits on SCIM requests (all of them appear in `/ServiceProviderConfig` where SCIM has a slot).
@@ -291,6 +307,14 @@ pub struct StorageConfig {
     /// Automerge documents kept loaded (each costs ~18 KB of heap).
     #[serde(default = "default_doc_cache")]
     pub doc_cache_size: usize,
+    /// Entries of membership history kept per group for the admin API (one per write that
+    /// changed members; the oldest go first).
+    #[serde(default = "default_member_history_entries")]
+    pub member_history_entries: usize,
+}
+
+fn default_member_history_entries() -> usize {
+    1000
 }
 
 /// One accepted bearer token, as the hex SHA-256 of the token text.
@@ -323,6 +347,18 @@ fn default_max_in_flight() -> usize {
 }
 fn default_retry_after_secs() -> u64 {
     1
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    30_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_connections() -> usize {
+    4096
 }
 fn default_max_filter_len() -> usize {
     4096
@@ -359,6 +395,10 @@ impl Default for HttpConfig {
             max_body_bytes: default_max_body_bytes(),
             max_in_flight: default_max_in_flight(),
             retry_after_secs: default_retry_after_secs(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -382,6 +422,7 @@ impl Default for StorageConfig {
         StorageConfig {
             sync_writes: true,
             doc_cache_size: default_doc_cache(),
+            member_history_entries: default_member_history_entries(),
         }
     }
 }
@@ -462,6 +503,27 @@ impl Config {
         }
         if self.http.max_in_flight == 0 {
             return invalid("http.max_in_flight", "must be at least 1");
+        }
+        for (key, ms) in [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return invalid(key, "must be between 100 and 600000 (ms)");
+            }
+        }
+        if self.http.max_connections < self.http.max_in_flight {
+            return invalid(
+                "http.max_connections",
+                "must be at least http.max_in_flight (each request needs a connection)",
+            );
+        }
+        if !(1..=3600).contains(&self.http.retry_after_secs) {
+            return invalid("http.retry_after_secs", "must be between 1 and 3600");
         }
         if self.scim.max_filter_len == 0 || self.scim.max_filter_depth == 0 {
             return invalid(

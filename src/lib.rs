@@ -12,10 +12,12 @@
 //!   ids), the userName collision rule, and resource histories (`history`). Reads in-memory
 //!   Automerge documents; no I/O; imports nothing of ours.
 //! - `store`: the only code that touches RocksDB and writes Automerge documents: documents,
-//!   materialised views, indexes, the replication log and conflict records, one synced write
-//!   batch per request.
+//!   materialised views, indexes, membership records (`members`), per-tenant counters, the
+//!   replication log and its truncation (`log`), snapshots for bootstrap (`snapshot`),
+//!   tombstones, conflict records, the format-2 → 3 migration; one synced write batch per
+//!   request.
 //! - `replication`: replication between regions: the sans-IO protocol core (wire format,
-//!   per-origin marks, `Replicator`), the QUIC transport with mutual TLS (`quic`, the only quinn
+//!   per-origin marks, `Replicator`, snapshot bootstrap), the QUIC transport with mutual TLS (`quic`, the only quinn
 //!   user), cluster certificates (`certs`), and the runtime that wires them to the store (`node`).
 //! - `dns`: geo-DNS: the pure routing core (`routing`: nearest healthy region for a client or
 //!   its ECS prefix, scope, hysteresis, fail-open, tenant home regions), the zone (`zone`,
@@ -26,8 +28,9 @@
 //!   from every region.
 //! - `local_cluster`: `geoscim up`, the ready-made local cluster of `regions/local/`.
 //! - `api`: the axum routers (SCIM, `/health`, `/metrics`, and the admin API `api::admin`:
-//!   conflict log and resource histories behind admin tokens): auth, load shedding, SCIM error
-//!   mapping.
+//!   conflict log and resource histories behind admin tokens): auth, admission and timeouts,
+//!   SCIM error mapping, rendering of resources with paged members (`render`) and lists
+//!   (`list`).
 //! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
 //! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
 //! - `cli`: the thin command line over `server` and `admin_client`.

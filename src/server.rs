@@ -48,6 +48,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
             sync_writes: config.storage.sync_writes,
             doc_cache_size: config.storage.doc_cache_size,
             io_statistics: false,
+            history_entries: config.storage.member_history_entries,
         },
     )?;
     let mut tokens: HashMap<String, String> = store.stored_tokens()?;
@@ -77,14 +78,73 @@ pub fn new_token_text() -> String {
 }
 
 /// Serve the API on an already-bound listener until `shutdown` resolves.
+///
+/// Each connection is served by hyper with a header-read timeout (`http.header_read_timeout_ms`:
+/// a client that sends half a header is dropped then), and at most `http.max_connections` are
+/// open at once (a connection beyond that is closed at once and counted). On shutdown the
+/// listener stops, connections finish their requests (graceful shutdown, bounded by
+/// `http.request_timeout_ms`) and the call returns.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown)
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let http = state.config.http.clone();
+    let app = api::app(state.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(
+            http.header_read_timeout_ms,
+        ));
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or similar: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        let metrics = state.clone();
+        metrics.metrics.connections.inc();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = conn.await;
+            metrics.metrics.connections.dec();
+        });
+    }
+    drop(listener);
+    let grace = std::time::Duration::from_millis(http.request_timeout_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the shutdown grace period");
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

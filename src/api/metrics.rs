@@ -41,6 +41,14 @@ pub struct Metrics {
     /// Lookups at the peers before a 404 (no false 404s), and those a peer answered.
     pub peer_lookups: Counter,
     pub peer_lookup_hits: Counter,
+    /// HTTP connections open now.
+    pub connections: Gauge,
+    /// Connections closed at once because `http.max_connections` were open.
+    pub connections_refused: Counter,
+    /// Requests answered 503 because they took longer than `http.request_timeout_ms`.
+    pub request_timeouts: Counter,
+    /// Request bodies that did not arrive within `http.body_read_timeout_ms` (408).
+    pub body_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +62,29 @@ impl Default for Metrics {
         let shed = Counter::default();
         let (quorum_waits, quorum_timeouts) = (Counter::default(), Counter::default());
         let (peer_lookups, peer_lookup_hits) = (Counter::default(), Counter::default());
+        let connections = Gauge::default();
+        let (connections_refused, request_timeouts, body_timeouts) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            connections.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because http.max_connections were open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "http_request_timeouts",
+            "Requests answered 503 after http.request_timeout_ms",
+            request_timeouts.clone(),
+        );
+        registry.register(
+            "http_body_timeouts",
+            "Request bodies not received within http.body_read_timeout_ms (408)",
+            body_timeouts.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -96,6 +127,10 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            connections,
+            connections_refused,
+            request_timeouts,
+            body_timeouts,
             quorum_waits,
             quorum_timeouts,
             peer_lookups,
@@ -243,6 +278,15 @@ pub fn with_replication(exposition: String, status: &serde_json::Value) -> Strin
 /// `store::Store::conflicts_indexed`), appended to the exposition before its `# EOF`. Every region
 /// counts each record once, whether it observed the merge itself or received the record.
 pub fn with_conflicts(exposition: String, counts: &[(crate::conflict::Rule, u64)]) -> String {
+    with_conflicts_and_store(exposition, counts, 0)
+}
+
+/// [`with_conflicts`], plus the store's counters: replicated changes quarantined.
+pub fn with_conflicts_and_store(
+    exposition: String,
+    counts: &[(crate::conflict::Rule, u64)],
+    quarantined: u64,
+) -> String {
     use std::fmt::Write;
     let mut out = exposition
         .strip_suffix("# EOF\n")
@@ -257,6 +301,12 @@ pub fn with_conflicts(exposition: String, counts: &[(crate::conflict::Rule, u64)
             rule.as_str()
         );
     }
+    out.push_str(
+        "# HELP geoscim_replication_quarantined replicated changes Automerge rejected, kept aside \
+         (not applied) so their origin goes on.\n",
+    );
+    out.push_str("# TYPE geoscim_replication_quarantined counter\n");
+    let _ = writeln!(out, "geoscim_replication_quarantined_total {quarantined}");
     out.push_str("# EOF\n");
     out
 }

@@ -159,7 +159,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), shed_load));
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit));
     Router::new()
         .nest("/scim/v2", scim)
         .nest("/admin/v1", admin::router(state.clone()))
@@ -271,31 +272,58 @@ async fn authenticate(
     next.run(request).await
 }
 
-/// Bounded concurrency: beyond `http.max_in_flight` SCIM requests, answer 503 at once.
+tokio::task_local! {
+    /// The admission of the request this task serves (see [`shed_load`]): [`blocking`] takes a
+    /// share of it into the store work it starts.
+    static ADMITTED: Arc<Admitted>;
+}
+
+/// One admitted SCIM request. Its slot in `http.max_in_flight` is freed when the last share
+/// drops: when the request is answered *and* every store task it started has finished, so a
+/// client that hangs up does not free a slot its store work still uses.
+struct Admitted(Arc<AppState>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.in_flight.dec();
+    }
+}
+
+/// Bounded concurrency: beyond `http.max_in_flight` SCIM requests (counting store work that
+/// outlives its request), answer 503 at once.
 async fn shed_load(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let max = state.config.http.max_in_flight;
     if state.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
         state.in_flight.fetch_sub(1, Ordering::AcqRel);
         state.metrics.shed.inc();
-        let mut response = ApiError(ScimError::Unavailable(format!(
+        return ApiError(ScimError::Unavailable(format!(
             "overloaded: {max} requests in flight; retry later"
         )))
         .into_response();
-        if let Ok(v) = HeaderValue::from_str(&state.config.http.retry_after_secs.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
-    }
-    struct Guard<'a>(&'a AppState);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.0.metrics.in_flight.dec();
-        }
     }
     state.metrics.in_flight.inc();
-    let _guard = Guard(&state);
-    next.run(request).await
+    let admitted = Arc::new(Admitted(state.clone()));
+    ADMITTED.scope(admitted, next.run(request)).await
+}
+
+/// A request not answered within `http.request_timeout_ms` gets 503 (store work it started
+/// finishes on its own, still counted in `http.max_in_flight`; a write may have been applied,
+/// and retrying is safe: creates are replay-safe, PUT and PATCH rewrite nothing twice).
+async fn time_limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let limit = std::time::Duration::from_millis(state.config.http.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            state.metrics.request_timeouts.inc();
+            ApiError(ScimError::Unavailable(format!(
+                "the request took longer than {} ms; a write may have been applied; retrying \
+                 is safe",
+                limit.as_millis()
+            )))
+            .into_response()
+        }
+    }
 }
 
 async fn record_metrics(
@@ -310,7 +338,13 @@ async fn record_metrics(
         .unwrap_or_else(|| "unmatched".to_string());
     let method = request.method().to_string();
     let start = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // Every 503 says when to come back, as configured.
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if let Ok(v) = HeaderValue::from_str(&state.config.http.retry_after_secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     state
         .metrics
         .latency
@@ -335,7 +369,11 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         .replication
         .get()
         .and_then(|s| s.lock().ok().map(|v| v.clone()));
-    let text = metrics::with_conflicts(state.metrics.encode(), &state.store.conflicts_indexed());
+    let text = metrics::with_conflicts_and_store(
+        state.metrics.encode(),
+        &state.store.conflicts_indexed(),
+        state.store.quarantined_count(),
+    );
     let text = match replication {
         Some(status) => metrics::with_replication(text, &status),
         None => text,
@@ -371,13 +409,16 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .get()
         .and_then(|s| s.lock().ok().map(|v| v.clone()))
         .unwrap_or(Value::Null);
-    // A region that refuses writes (recovering its own log) is not one an IdP should reach.
-    let writes = state.store.writes_refused();
+    // A region that refuses writes (recovering its own log) is not one an IdP should reach;
+    // one whose writes only wait a moment at start is (its check says so).
+    let writes = state.store.writes_blocked();
+    let waiting = state.store.writes_refused();
     let (status, mut body) = match (storage, writes) {
         (Ok(()), None) => (
             StatusCode::OK,
             json!({"status": "ok", "region": state.store.region(),
-                   "checks": {"api": "ok", "storage": "ok", "writes": "ok"}}),
+                   "checks": {"api": "ok", "storage": "ok",
+                              "writes": waiting.unwrap_or_else(|| "ok".into())}}),
         ),
         (storage, writes) => {
             let storage_text = match &storage {
@@ -427,13 +468,27 @@ impl FromRequest<Arc<AppState>> for ScimJson {
             }
         }
         let limit = state.config.http.max_body_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError(ScimError::PayloadTooLarge(format!(
+        let wait = std::time::Duration::from_millis(state.config.http.body_read_timeout_ms);
+        let bytes = match tokio::time::timeout(
+            wait,
+            axum::body::to_bytes(request.into_body(), limit),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return Err(ApiError(ScimError::PayloadTooLarge(format!(
                     "the request body exceeds http.max_body_bytes ({limit} bytes)"
-                )))
-            })?;
+                ))))
+            }
+            Err(_) => {
+                state.metrics.body_timeouts.inc();
+                return Err(ApiError(ScimError::RequestTimeout(format!(
+                    "the request body did not arrive within http.body_read_timeout_ms ({} ms)",
+                    wait.as_millis()
+                ))));
+            }
+        };
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError(ScimError::InvalidSyntax(format!(
                 "the body is not valid JSON: {e}"
@@ -474,7 +529,15 @@ pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
+    // The request's admission goes with the work: it stays counted until the work ends, even
+    // if the request is gone (the client hung up, or the request timed out).
+    let admitted = ADMITTED.try_with(Arc::clone).ok();
+    match tokio::task::spawn_blocking(move || {
+        let _admitted = admitted;
+        f(&store)
+    })
+    .await
+    {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "store task failed");
@@ -490,26 +553,96 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
-    #[tokio::test]
-    async fn health_answers_503_with_the_reason_while_writes_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    fn state(dir: &std::path::Path, extra: &str) -> Arc<AppState> {
         let config = Config::from_toml(
-            &format!("region = \"h\"\ndata_dir = \"{}\"", dir.path().display()),
+            &format!("region = \"h\"\ndata_dir = \"{}\"\n{extra}", dir.display()),
             "test",
             Vec::new(),
         )
         .unwrap();
         let store = Store::open(
-            dir.path(),
+            dir,
             crate::store::StoreOptions {
                 region: "h".into(),
                 sync_writes: false,
                 doc_cache_size: 10,
                 io_statistics: false,
+                history_entries: 1000,
             },
         )
         .unwrap();
-        let state = Arc::new(AppState::new(Arc::new(store), config, HashMap::new()));
+        let tokens = HashMap::from([(token_hash("tok"), "t".to_string())]);
+        Arc::new(AppState::new(Arc::new(store), config, tokens))
+    }
+
+    #[tokio::test]
+    async fn store_work_keeps_its_admission_when_the_request_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), "");
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        // What `shed_load` does for one admitted request, then a handler's blocking call.
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        state.metrics.in_flight.inc();
+        let admitted = Arc::new(Admitted(state.clone()));
+        let s2 = state.clone();
+        let request = ADMITTED.scope(admitted, async move {
+            blocking(&s2, move |_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+        });
+        let handle = tokio::spawn(request);
+        started_rx.await.unwrap();
+        // The client hangs up: the request's future is dropped while the store work runs.
+        handle.abort();
+        let _ = handle.await;
+        assert_eq!(
+            state.in_flight.load(Ordering::Acquire),
+            1,
+            "the work still holds it"
+        );
+        release_tx.send(()).unwrap();
+        for _ in 0..200 {
+            if state.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the admission was never released");
+    }
+
+    #[tokio::test]
+    async fn every_503_carries_the_configured_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), "[http]\nretry_after_secs = 7");
+        state.store.refuse_writes("recovering".into());
+        let post = Request::builder()
+            .method("POST")
+            .uri("/scim/v2/Users")
+            .header("authorization", "Bearer tok")
+            .header("content-type", SCIM_JSON)
+            .body(Body::from(
+                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a"}"#,
+            ))
+            .unwrap();
+        let r = app(state.clone()).oneshot(post).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        let health = Request::builder()
+            .uri("/health")
+            .body(Body::empty())
+            .unwrap();
+        let r = app(state).oneshot(health).await.unwrap();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[tokio::test]
+    async fn health_answers_503_with_the_reason_while_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), "");
         let get = || {
             Request::builder()
                 .uri("/health")

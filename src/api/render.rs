@@ -64,6 +64,10 @@ pub fn render(
             version
         }
         ResourceKind::Group => {
+            // The digest before the page: a membership change committing in between then
+            // gives a new body with the old version (the next request sees a new version), never
+            // an old body with the new version (which a later If-None-Match would answer 304).
+            let digest = store.member_digest(tenant, &id)?;
             if let Members::Page { after, count } = members {
                 let page = store.member_page(tenant, &id, after.as_deref(), *count)?;
                 let total = store.member_total(tenant, &id)?;
@@ -80,7 +84,7 @@ pub fn render(
                 }
                 paging = Some(MemberPaging { total, next });
             }
-            combined_version(&doc_version, &store.member_digest(tenant, &id)?)
+            combined_version(&doc_version, &digest)
         }
     };
     if let Some(meta) = view.get_mut("meta").and_then(Value::as_object_mut) {

@@ -620,7 +620,15 @@ async fn patch_one(
             // Only the members the operations name are read and written (see scim::members).
             ResourceKind::Group => {
                 let touch: Touch = scim_members::touched(&ops);
-                store.update_group(&tenant, &id, if_match.as_deref(), &touch, &apply)?
+                let named = scim_members::named_removals(&ops);
+                store.update_group_removing(
+                    &tenant,
+                    &id,
+                    if_match.as_deref(),
+                    &touch,
+                    &named,
+                    &apply,
+                )?
             }
             ResourceKind::User => store.update(&tenant, kind, &id, if_match.as_deref(), &apply)?,
         };

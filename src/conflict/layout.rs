@@ -1,4 +1,4 @@
-//! The document layout the rules live in (format 2). `store::doc` writes it; [`super::detect`]
+//! The document layout the rules live in (document format 2, unchanged by storage format 3). `store::doc` writes it; [`super::detect`]
 //! reads it.
 //!
 //! ```text
@@ -10,10 +10,14 @@
 //!   "a": { "<attribute>": "<JSON text>",                // one value per attribute
 //!          "<extension URN>:<attribute>": "<JSON text>",
 //!          "active": { "value": bool, "at", "by" },     // disable-wins flag
-//!          "members": { "<id>": { "on": bool, "m": "<JSON text>", "at", "by" } } },  // remove-wins
+//!          "members": { … } },                          // storage format 2 only (see below)
 //!   "d": { "at", "by" },                                // tombstone
 //!   "x": { "<conflict id>": "<JSON of the record>" } }  // conflict records
 //! ```
+//! Storage format 2 kept a group's members in its document (`"<id>": { "on", "m", "at", "by" }`,
+//! remove-wins). Format 3 keeps each membership as a record of its own
+//! ([`super::membership`]); the map is read only by the migration and never written.
+//!
 //! Why a shared genesis: concurrent creates of one user (same deterministic id) in two regions
 //! must write into *one* attributes map. Two independently created `a` maps would be a conflict
 //! on the root key, and the losing map, with every attribute its region wrote, would vanish.

@@ -6,9 +6,9 @@
 //!
 //! Duplicates of entries a region already applied never reach its store (replication drops
 //! them by sequence number), but whole states may arrive: a snapshot ships a region's records
-//! with the marks they stand for. `Transfer` models that: a receiver whose marks the sender's
-//! cover takes the sender's records as they are (records the sender collected go), any other
-//! joins them; either way its marks rise to cover the sender's.
+//! with the marks they stand for. `Transfer` models that the way the store applies it: every
+//! record is joined with the snapshot's marks as its context (records the sender collected
+//! count as "nothing, having seen the marks"), and the receiver's marks rise to cover them.
 //!
 //! The reference model is the textbook one for a multi-value register: a write overwrites
 //! exactly the writes its region had seen, so the writes that survive are the *maximal* ones
@@ -165,25 +165,39 @@ impl Sim {
         self.set(to, entry.member, new);
     }
 
+    /// As the store applies a snapshot: every record joined with the snapshot's marks as its
+    /// context, and every record the sender lacks joined with "nothing, having seen them".
     fn transfer(&mut self, from: usize, to: usize) {
         if from == to {
             return;
         }
-        let (sender, receiver) = (&self.regions[from], &self.regions[to]);
-        let covered = receiver
-            .marks
-            .iter()
-            .all(|(o, s)| sender.marks.get(o).copied().unwrap_or(0) >= *s);
-        let records = sender.records.clone();
-        let marks = sender.marks.clone();
-        for (o, s) in marks {
-            let mark = self.regions[to].marks.entry(o).or_insert(0);
-            *mark = (*mark).max(s);
+        let records = self.regions[from].records.clone();
+        let marks = self.regions[from].marks.clone();
+        let with = |mut r: Record| {
+            for (o, s) in &marks {
+                let m = r.seen.entry(o.clone()).or_insert(0);
+                *m = (*m).max(*s);
+            }
+            r
+        };
+        // The marks first: a record this makes removed waits with them (as the store stages it
+        // with the snapshot's marks).
+        for (o, s) in &marks {
+            let mark = self.regions[to].marks.entry(o.clone()).or_insert(0);
+            *mark = (*mark).max(*s);
         }
-        if covered {
-            let region = &mut self.regions[to];
-            region.records.clear();
-            region.pending.clear();
+        let mine: Vec<usize> = self.regions[to].records.keys().copied().collect();
+        for m in mine {
+            if !records.contains_key(&m) {
+                let old = self.regions[to].records[&m].clone();
+                let new = old.join(&with(Record::default()));
+                if new.values.is_empty() {
+                    self.regions[to].records.remove(&m);
+                    self.regions[to].pending.remove(&m);
+                } else {
+                    self.set(to, m, new);
+                }
+            }
         }
         for (m, record) in records {
             let old = self.regions[to]
@@ -191,7 +205,7 @@ impl Sim {
                 .get(&m)
                 .cloned()
                 .unwrap_or_default();
-            let new = old.join(&record);
+            let new = old.join(&with(record));
             self.set(to, m, new);
         }
     }

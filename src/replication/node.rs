@@ -208,8 +208,8 @@ enum Ev {
     Msg(String, u64, Message),
     Closed(String, u64),
     Applied(String),
-    /// The snapshot received from this peer ended: applied (`true`), or broken.
-    SnapshotDone(String, bool),
+    /// The snapshot (session id) received from this peer ended: applied (`true`), or broken.
+    SnapshotDone(String, u64, bool),
     /// A peer found by DNS (`replication.peers_srv`, see `discovery`).
     Discovered(crate::config::PeerConfig),
 }
@@ -395,16 +395,24 @@ async fn run(
     // reaches this.
     let mut own_target = 0u64;
     let mut recoveries = 0u64;
-    // Until a peer has said what it holds of this region, a write could reuse a sequence
+    // Until every peer has said what it holds of this region, a write could reuse a sequence
     // number the cluster already has (a region restored from an old backup): hold writes
-    // back for a moment at start.
-    let mut starting = !settings.start_hold.is_zero() && settings.cluster.len() > 1;
+    // back at start, until all known peers reported or `start_hold` passed.
+    let known = store.known_regions().unwrap_or_default();
+    let mut waiting_for: std::collections::BTreeSet<String> = settings
+        .cluster
+        .iter()
+        .chain(&known)
+        .filter(|r| r.as_str() != store.region())
+        .cloned()
+        .collect();
+    let mut starting = !settings.start_hold.is_zero() && !waiting_for.is_empty();
     if starting {
         store.hold_writes(
             Instant::now() + settings.start_hold,
             format!(
-                "this region is starting: writes wait (at most {} ms) until a peer reports what \
-                 it holds of this region",
+                "this region is starting: writes wait (at most {} ms) until its peers report \
+                 what they hold of this region",
                 settings.start_hold.as_millis()
             ),
         );
@@ -474,16 +482,19 @@ async fn run(
                         }
                     }
                     Ev::Applied(origin) => rep.applied(&origin, now(), &log),
-                    Ev::SnapshotDone(peer, ok) => {
+                    // A session replaced by a newer one ends quietly.
+                    Ev::SnapshotDone(peer, id, ok) if incoming.get(&peer).is_some_and(|s| s.id == id) => {
                         incoming.remove(&peer);
                         rep.snapshot_finished(&peer, now(), &log);
                         if ok {
                             tracing::info!(peer = %peer, marks = ?rep.hwm(), "caught up from a snapshot");
                         }
                     }
+                    Ev::SnapshotDone(..) => {}
                     Ev::Msg(peer, id, Message::V1(MessageV1::SnapshotRequest { hwm })) => {
-                        let live = outgoing.get(&peer).is_some_and(|(_, acked)| !acked.is_closed());
-                        if let (false, Some((conn, out))) = (live, links.get(&peer)) {
+                        // A new request replaces a session still running: the receiver asks
+                        // only when it gave up on the previous one.
+                        if let Some((conn, out)) = links.get(&peer) {
                             if *conn == id {
                                 next_snapshot += 1;
                                 let (acked_tx, acked_rx) = watch::channel(0u64);
@@ -517,7 +528,7 @@ async fn run(
                                 let session = snapshot::receive(
                                     store.clone(), peer.clone(), id, hwm, out.clone(),
                                     snapshot_stats.clone(),
-                                    move |ok| { let _ = events.send(Ev::SnapshotDone(who, ok)); },
+                                    move |ok| { let _ = events.send(Ev::SnapshotDone(who, id, ok)); },
                                 );
                                 incoming.insert(peer, session);
                             }
@@ -553,6 +564,12 @@ async fn run(
                         let id = next_conn;
                         let peer = conn.region().to_string();
                         observed.entry(peer.clone()).or_default().open.push(conn.meter());
+                        // Remembered for good: collection and truncation wait for every region
+                        // ever seen, not only those connected now.
+                        {
+                            let (store, peer) = (store.clone(), peer.clone());
+                            tokio::task::spawn_blocking(move || store.remember_region(&peer));
+                        }
                         let (mut sender, mut receiver) = conn.split();
                         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
                         if let Some((_, old)) = links.insert(peer.clone(), (id, out_tx)) {
@@ -685,9 +702,16 @@ async fn run(
                 store.open_writes();
             }
         }
-        if starting
-            && (statuses.iter().any(|p| p.greeted) || start.elapsed() >= settings.start_hold)
-        {
+        for p in statuses.iter().filter(|p| p.greeted) {
+            waiting_for.remove(&p.peer);
+        }
+        if starting && (waiting_for.is_empty() || start.elapsed() >= settings.start_hold) {
+            if !waiting_for.is_empty() {
+                tracing::warn!(
+                    missing = ?waiting_for,
+                    "start hold over without a report from every peer: taking writes"
+                );
+            }
             starting = false;
             if own_target == 0 {
                 store.open_writes();
@@ -796,7 +820,12 @@ impl Housekeeping {
         events: &mpsc::UnboundedSender<Ev>,
     ) {
         if let Some(guard) = self.tombstones.due() {
-            if let Some(seen) = seen_everywhere(rep.hwm(), statuses) {
+            let cluster = known_cluster(store, settings, statuses);
+            let reported = |r: &String| {
+                r == store.region() || statuses.iter().any(|p| p.peer == *r && !p.has.is_empty())
+            };
+            let complete = cluster.iter().all(reported);
+            if let Some(seen) = seen_everywhere(rep.hwm(), statuses).filter(|_| complete) {
                 let store = store.clone();
                 tokio::task::spawn_blocking(move || {
                     let _guard = guard;
@@ -819,13 +848,9 @@ impl Housekeeping {
                     Some((p.peer.clone(), Report { marks, allocated }))
                 })
                 .collect();
-            // Every region known: configured, and any found by DNS that connected.
-            let mut cluster = settings.cluster.clone();
-            for p in statuses {
-                if !cluster.contains(&p.peer) {
-                    cluster.push(p.peer.clone());
-                }
-            }
+            let cluster: Vec<String> = known_cluster(store, settings, statuses)
+                .into_iter()
+                .collect();
             let store = store.clone();
             tokio::task::spawn_blocking(move || {
                 let _guard = guard;
@@ -838,10 +863,19 @@ impl Housekeeping {
             });
         }
         if let Some(guard) = self.truncation.due() {
-            let peers: Vec<Option<&crate::replication::wire::Hwm>> = statuses
-                .iter()
-                .map(|p| (!p.has.is_empty()).then_some(&p.has))
-                .collect();
+            // Every region ever known counts; one without a report holds the log back (up to
+            // log_max_entries).
+            let peers: Vec<Option<&crate::replication::wire::Hwm>> =
+                known_cluster(store, settings, statuses)
+                    .iter()
+                    .filter(|r| r.as_str() != store.region())
+                    .map(|r| {
+                        statuses
+                            .iter()
+                            .find(|p| p.peer == *r && !p.has.is_empty())
+                            .map(|p| &p.has)
+                    })
+                    .collect();
             let floors = needs::truncation(
                 rep.hwm(),
                 &store.log_floor(),
@@ -866,6 +900,20 @@ impl Housekeeping {
             }
         }
     }
+}
+
+/// Every region this one knows of: its own, the configured peers, every peer that ever
+/// connected (kept in the store) and every origin its log has entries of.
+fn known_cluster(
+    store: &Store,
+    settings: &Settings,
+    statuses: &[crate::replication::protocol::PeerStatus],
+) -> std::collections::BTreeSet<String> {
+    let mut all: std::collections::BTreeSet<String> = settings.cluster.iter().cloned().collect();
+    all.extend(store.known_regions().unwrap_or_default());
+    all.extend(store.log_hwm().into_keys());
+    all.extend(statuses.iter().map(|p| p.peer.clone()));
+    all
 }
 
 /// Per origin, the lowest mark among this region and every peer it knows (the regions of its

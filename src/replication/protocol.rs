@@ -627,15 +627,8 @@ impl Replicator {
                 floor,
                 allocated,
             } => {
-                let new_incarnation = self
-                    .peers
-                    .get(peer)
-                    .is_some_and(|p| p.incarnation != Some(incarnation));
                 self.report(peer, incarnation, &hwm, now);
                 let p = self.peers.entry(peer.to_string()).or_default();
-                if new_incarnation {
-                    p.status = None;
-                }
                 p.reaches = Some(connected);
                 p.floor = floor;
                 p.status = Some((hwm, allocated));
@@ -683,6 +676,12 @@ impl Replicator {
             p.out.clear();
             for origin in self.hwm.keys() {
                 p.progress_at.insert(origin.clone(), now);
+            }
+        }
+        if exact {
+            // A new incarnation: its last Status describes the process that is gone.
+            if let Some(p) = self.peers.get_mut(peer) {
+                p.status = None;
             }
         }
         self.set_has(peer, hwm, exact, now);

@@ -6,7 +6,7 @@
 //!   both directions: a server accepts only clients whose certificate the CA signed, a client
 //!   only servers whose certificate the CA signed *for the region it meant to reach*
 //!   (`<region>.geoscim`). Anyone else fails the TLS handshake; refusals are logged with
-//!   `tracing::warn!` (DESIGN.md guarantee 11).
+//!   `tracing::warn!`, so an SRE can see who knocked.
 //! - **The peer's region comes from its verified certificate**, never from what it says later
 //!   (a `Hello` naming another region is the protocol's business to refuse).
 //! - **One long-lived bidirectional stream per connection**, carrying the length-prefixed

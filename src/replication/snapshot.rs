@@ -118,9 +118,13 @@ pub fn send(
                 MessageV1::SnapshotEnd { .. } => (0, true),
                 _ => (0, false),
             };
-            // The window: chunk n waits until n - window is acknowledged.
+            // The window: chunk n waits until n - window is acknowledged (a receiver silent
+            // for a minute has given up).
             while chunk > 0 && *acked.borrow() + window < chunk {
-                if acked.changed().await.is_err() {
+                if !matches!(
+                    tokio::time::timeout(IDLE, acked.changed()).await,
+                    Ok(Ok(()))
+                ) {
                     tracing::info!(peer = %peer, "snapshot abandoned: the receiver went away");
                     stats.lock().unwrap_or_else(|p| p.into_inner()).abandoned += 1;
                     return;
@@ -149,9 +153,12 @@ pub struct Incoming {
     pub queue: mpsc::UnboundedSender<Message>,
 }
 
+/// A receiver that hears nothing of its snapshot for this long gives up (and asks again).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Start receiving snapshot `id` standing for `hwm` from `peer`: chunks are merged in order,
 /// each acknowledged through `out` once durable; `done(ok)` is called at the end (or when the
-/// session breaks).
+/// session breaks, or stays silent for a minute).
 pub fn receive(
     store: Arc<Store>,
     peer: String,
@@ -164,25 +171,16 @@ pub fn receive(
     let (queue, mut rx) = mpsc::unbounded_channel::<Message>();
     tokio::spawn(async move {
         let started = Instant::now();
-        let marks = Arc::new(hwm);
+        tracing::info!(peer = %peer, marks = ?hwm, "receiving a snapshot");
+        let mut session = Some(store.begin_snapshot(hwm));
         let (mut applied, mut items, mut bytes) = (0u64, 0u64, 0u64);
-        let begin = {
-            let (store, marks) = (store.clone(), marks.clone());
-            tokio::task::spawn_blocking(move || store.begin_snapshot(&marks)).await
-        };
-        match begin {
-            Ok(Ok(covered)) => tracing::info!(
-                peer = %peer, covered, marks = ?marks,
-                "receiving a snapshot (memberships replaced: {covered})"
-            ),
-            _ => {
-                tracing::warn!(peer = %peer, "cannot start applying a snapshot");
-                stats.lock().unwrap_or_else(|p| p.into_inner()).abandoned += 1;
-                done(false);
-                return;
-            }
-        }
-        while let Some(Message::V1(m)) = rx.recv().await {
+        loop {
+            let Ok(Some(Message::V1(m))) = tokio::time::timeout(IDLE, rx.recv()).await else {
+                break;
+            };
+            let Some(mut state) = session.take() else {
+                break;
+            };
             match m {
                 MessageV1::SnapshotChunk {
                     n, items: chunk, ..
@@ -192,25 +190,31 @@ pub fn receive(
                         .iter()
                         .map(|(_, k, v)| (k.len() + v.len()) as u64)
                         .sum::<u64>();
-                    let (store, marks) = (store.clone(), marks.clone());
-                    let r =
-                        tokio::task::spawn_blocking(move || store.apply_snapshot(&chunk, &marks))
-                            .await;
+                    let store = store.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        let r = store.apply_snapshot(&mut state, &chunk);
+                        (r, state)
+                    })
+                    .await;
                     match r {
-                        Ok(Ok((_, skipped))) => {
+                        Ok((Ok((_, skipped)), state)) => {
                             if skipped > 0 {
                                 tracing::warn!(peer = %peer, skipped, "snapshot items this version cannot read");
                             }
+                            session = Some(state);
                             applied = n;
                             let _ = out.send(MessageV1::SnapshotAck { id, n }.into());
                         }
-                        _ => break,
+                        Ok((Err(e), _)) => {
+                            tracing::warn!(peer = %peer, error = %e, "applying a snapshot chunk failed");
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
                 MessageV1::SnapshotEnd { chunks, .. } if chunks == applied => {
-                    let (store, marks2) = (store.clone(), marks.clone());
-                    let r =
-                        tokio::task::spawn_blocking(move || store.finish_snapshot(&marks2)).await;
+                    let store = store.clone();
+                    let r = tokio::task::spawn_blocking(move || store.finish_snapshot(state)).await;
                     if matches!(r, Ok(Ok(()))) {
                         let ms = started.elapsed().as_millis() as u64;
                         tracing::info!(peer = %peer, items, bytes, ms, "snapshot applied");

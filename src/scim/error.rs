@@ -51,6 +51,9 @@ pub enum ScimError {
     /// 412: `If-Match` did not match the current version.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// 408: the client did not send its request (body) within the configured time.
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
     /// 413: the body is larger than the configured limit.
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
@@ -77,6 +80,7 @@ impl ScimError {
             MethodNotAllowed(_) => 405,
             Uniqueness(_) => 409,
             PreconditionFailed(_) => 412,
+            RequestTimeout(_) => 408,
             PayloadTooLarge(_) => 413,
             UnsupportedMediaType(_) => 415,
             Unavailable(_) => 503,
@@ -120,6 +124,7 @@ impl ScimError {
             | PayloadTooLarge(d)
             | UnsupportedMediaType(d)
             | Unavailable(d)
+            | RequestTimeout(d)
             | Internal(d) => d,
         }
     }

@@ -137,6 +137,27 @@ pub fn touched(ops: &[PatchOp]) -> Touch {
     touch
 }
 
+/// The member ids a PATCH removes by name (`remove` with a value list, or a `value eq` filter):
+/// removed even where this region has not seen them added yet (the add may still be
+/// replicating: the removal then wins over it, as a removal concurrent with an add does).
+pub fn named_removals(ops: &[PatchOp]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for op in ops {
+        let Some(path) = &op.path else {
+            continue;
+        };
+        if op.op != PatchOpKind::Remove || !is_members(&path.attr) || path.attr.sub.is_some() {
+            continue;
+        }
+        match (&path.filter, &path.sub_after_filter) {
+            (Some(f), None) => out.extend(filter_ids(f).unwrap_or_default()),
+            (None, _) => out.extend(value_ids(op.value.as_ref())),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Does an answer with this projection show `members`? Only then does it read them.
 pub fn shown(attributes: &[AttrPath], excluded: &[AttrPath]) -> bool {
     let named = |paths: &[AttrPath]| paths.iter().any(is_members);
@@ -248,6 +269,18 @@ mod tests {
             )),
             ids(&[])
         );
+    }
+
+    #[test]
+    fn removals_by_name_are_listed() {
+        let got = named_removals(&ops(json!([
+            {"op": "Remove", "path": "members", "value": [{"value": "u3"}]},
+            {"op": "remove", "path": "members[value eq \"u4\"]"},
+            {"op": "remove", "path": "members[value eq \"u5\"].display"},
+            {"op": "add", "path": "members", "value": [{"value": "u6"}]},
+            {"op": "remove", "path": "members"},
+        ])));
+        assert_eq!(got, ["u3".to_string(), "u4".to_string()].into());
     }
 
     #[test]

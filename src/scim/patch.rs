@@ -236,6 +236,7 @@ fn prefix(e: ScimError, what: &str) -> ScimError {
         Uniqueness(x) => Uniqueness(d(x)),
         PreconditionFailed(x) => PreconditionFailed(d(x)),
         PayloadTooLarge(x) => PayloadTooLarge(d(x)),
+        RequestTimeout(x) => RequestTimeout(d(x)),
         UnsupportedMediaType(x) => UnsupportedMediaType(d(x)),
         Unavailable(x) => Unavailable(d(x)),
         Internal(x) => Internal(d(x)),

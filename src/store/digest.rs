@@ -37,15 +37,24 @@ pub(super) fn heads_term(key: &[u8], doc: &mut AutoCommit) -> [u8; 32] {
     if heads.is_empty() {
         return [0; 32];
     }
+    if doc::is_deleted(doc) {
+        return deleted_term(key);
+    }
     let mut h = <sha2::Sha256 as sha2::Digest>::new();
     sha2::Digest::update(&mut h, key);
-    if doc::is_deleted(doc) {
-        sha2::Digest::update(&mut h, b"deleted");
-    } else {
+    {
         heads.sort();
         for head in &heads {
             sha2::Digest::update(&mut h, head.0);
         }
     }
+    sha2::Digest::finalize(h).into()
+}
+
+/// The digest term of a tombstone, collected or not: sha256(key, "deleted").
+pub(super) fn deleted_term(key: &[u8]) -> [u8; 32] {
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, key);
+    sha2::Digest::update(&mut h, b"deleted");
     sha2::Digest::finalize(h).into()
 }

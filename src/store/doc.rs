@@ -1,9 +1,9 @@
 //! The mapping between a SCIM resource (JSON) and its Automerge document.
 //!
-//! The layout (format 2) is described in [`crate::conflict::layout`], next to the rules it
+//! The layout (document format 2) is described in [`crate::conflict::layout`], next to the rules it
 //! encodes.
 //!
-//! Why this shape (see DESIGN.md "Automerge facts"):
+//! Why this shape (it follows from how Automerge merges and what its ops cost):
 //! - Each attribute is one Automerge value holding its JSON text, so concurrent writes merge per
 //!   attribute: a deterministic winner per attribute, every concurrent value visible through
 //!   `get_all` for the conflict rules. Nested maps and lists per attribute would merge nothing

@@ -168,6 +168,13 @@ pub fn member_history(tenant: &str, group: &str, at: i64, origin: &str, seq: u64
     k
 }
 
+/// `counts`: entries in a group's membership history (i64, summed).
+pub fn history_count(tenant: &str, group: &str) -> Vec<u8> {
+    let mut k = b"h".to_vec();
+    k.extend(join(&[tenant.as_bytes(), group.as_bytes()]));
+    k
+}
+
 /// Prefix of a group's membership history.
 pub fn member_history_prefix(tenant: &str, group: &str) -> Vec<u8> {
     let mut k = join(&[tenant.as_bytes(), group.as_bytes()]);

@@ -166,30 +166,6 @@ pub fn last_seq(db: &DB, cf: &ColumnFamily, origin: &str) -> Result<u64, StoreEr
     Ok(0)
 }
 
-/// Entries of `origin` with sequence ≥ `from`, at most `limit`.
-pub fn read(
-    db: &DB,
-    cf: &ColumnFamily,
-    origin: &str,
-    from: u64,
-    limit: usize,
-) -> Result<Vec<(u64, LogEntry)>, StoreError> {
-    let start = keys::log(origin, from);
-    let prefix = start[..start.len() - 8].to_vec();
-    let mut out = Vec::new();
-    for r in db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
-        let (k, v) = r?;
-        if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 || out.len() >= limit {
-            break;
-        }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&k[prefix.len()..]);
-        let entry = LogEntry::decode(&v).ok_or_else(|| StoreError::Corrupt("log entry".into()))?;
-        out.push((u64::from_be_bytes(seq), entry));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,16 +464,6 @@ use std::sync::atomic::Ordering;
 use super::{Store, CF_LOG};
 
 impl Store {
-    /// Replication log entries of `origin` from `from_seq` on (at most `limit`).
-    pub fn log_since(
-        &self,
-        origin: &str,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
-        read(&self.db, self.cf(CF_LOG), origin, from_seq, limit)
-    }
-
     /// The highest local log sequence number handed out so far: every local write that has
     /// returned is at or below it (quorum waits use it as their target).
     pub fn last_local_seq(&self) -> u64 {

@@ -17,6 +17,7 @@ fn open_counting(dir: &Path, region: &str) -> Store {
             sync_writes: false,
             doc_cache_size: 100,
             io_statistics: true,
+            history_entries: 1000,
         },
     )
     .unwrap()
@@ -262,11 +263,11 @@ fn transfer(from: &Store, to: &Store, chunk_bytes: usize) -> BTreeMap<String, u6
         },
     )
     .unwrap();
-    to.begin_snapshot(&marks).unwrap();
+    let mut session = to.begin_snapshot(marks.clone());
     for c in &chunks {
-        to.apply_snapshot(c, &marks).unwrap();
+        to.apply_snapshot(&mut session, c).unwrap();
     }
-    to.finish_snapshot(&marks).unwrap();
+    to.finish_snapshot(session).unwrap();
     marks
 }
 
@@ -375,6 +376,122 @@ fn a_snapshot_that_covers_a_region_replaces_its_memberships() {
         seen.contains(&("a".to_string(), a.log_hwm()["a"])),
         "{seen:?}"
     );
+}
+
+#[test]
+fn a_snapshot_drops_a_stale_add_it_covers_even_when_the_receiver_is_ahead_elsewhere() {
+    // c is restored from a backup that lists u in G; a removed u and collected the record.
+    // Before asking a for a snapshot, c applied a newer entry of b that a does not have yet:
+    // c's marks are not covered by the snapshot's, and the stale add must still go.
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b) = (open(dirs[0].path(), "a"), open(dirs[1].path(), "b"));
+    let c = open(dirs[2].path(), "c");
+    let u = user(&a, "u");
+    let g = group(&a, "G", &[&u]);
+    sync_all(&a, &b);
+    sync_all(&a, &c);
+    drop(c);
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(dirs[2].path(), backup.path());
+    let c = open(dirs[2].path(), "c");
+    change(&a, &g, std::slice::from_ref(&u), false);
+    sync_all(&a, &b);
+    sync_all(&a, &c);
+    let cluster = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    let report = |s: &Store| Report {
+        marks: s.log_hwm(),
+        allocated: s.last_local_seq(),
+    };
+    let peers = BTreeMap::from([("b".to_string(), report(&b)), ("c".to_string(), report(&c))]);
+    for _ in 0..2 {
+        a.collect_memberships(a.last_local_seq(), &peers, &cluster)
+            .unwrap();
+    }
+    assert_eq!(a.pending_memberships().unwrap(), 0, "collected at a");
+    drop(c);
+    let restored = open(backup.path(), "c");
+    user(&b, "newer-at-b");
+    // Only b's own newer entry (not a's removal, which b also holds).
+    let have = restored.log_hwm().get("b").copied().unwrap_or(0);
+    let entries = b.log_read("b", have + 1, 100, usize::MAX).unwrap();
+    restored.apply_remote("b", &entries).unwrap();
+    assert!(restored.log_hwm()["b"] > a.log_hwm().get("b").copied().unwrap_or(0));
+    assert_eq!(
+        listed(&restored, &g),
+        vec![u.clone()],
+        "the stale backup lists u"
+    );
+    transfer(&a, &restored, 1 << 20);
+    assert!(listed(&restored, &g).is_empty());
+    assert!(restored.groups_of("t", &u, "").unwrap().is_empty());
+    assert_eq!(
+        restored.member_digest("t", &g).unwrap(),
+        a.member_digest("t", &g).unwrap()
+    );
+}
+
+#[test]
+fn a_document_larger_than_a_chunk_travels_in_parts() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let u = user(&a, "big");
+    for i in 0..50 {
+        super::tests::set(
+            &a,
+            &u,
+            "title",
+            json!(format!("title {i} {}", "x".repeat(200))),
+            false,
+        );
+    }
+    transfer(&a, &b, 4096);
+    assert_eq!(
+        a.get("t", ResourceKind::User, &u).unwrap(),
+        b.get("t", ResourceKind::User, &u).unwrap()
+    );
+    assert_eq!(a.digest(), b.digest());
+}
+
+#[test]
+fn a_removal_by_name_wins_over_an_add_that_had_not_arrived_yet() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let u = user(&a, "u");
+    let g = group(&a, "G", &[]);
+    sync_all(&a, &b);
+    // The IdP adds u at a, then (failing over) removes it at b before the add replicates.
+    change(&a, &g, std::slice::from_ref(&u), true);
+    let named: BTreeSet<String> = [u.clone()].into();
+    let touch = Touch::Ids(named.clone());
+    b.update_group_removing("t", &g, None, &touch, &named, &|old| {
+        let mut new = old.clone();
+        new.remove("members");
+        Ok((new, vec!["members".into()]))
+    })
+    .unwrap();
+    sync_all(&a, &b);
+    sync_all(&b, &a);
+    for s in [&a, &b] {
+        assert!(listed(s, &g).is_empty(), "removed everywhere");
+    }
+}
+
+#[test]
+fn a_change_of_many_members_spreads_over_entries_that_replicate() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let g = group(&a, "G", &[]);
+    let before = a.log_hwm()["a"];
+    let ids: Vec<String> = (0..25_000).map(|i| format!("m-{i:05}")).collect();
+    change(&a, &g, &ids, true);
+    assert_eq!(
+        a.log_hwm()["a"],
+        before + 3,
+        "three entries of at most 10,000 writes"
+    );
+    sync_all(&a, &b);
+    assert_eq!(b.all_present_members("t", &g).unwrap().len(), 25_000);
+    assert_eq!(a.digest(), b.digest());
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -14,19 +14,22 @@
 //!   which the heads digest covers while the group is not deleted.
 //!
 //! # Liveness
-//! Members that point at deleted users, and members of deleted groups, are never listed. A
-//! listed entry exists iff the record is present, the member's view exists and the group's
-//! view exists. Views appear and disappear in the same batches as documents
-//! ([`Store::stage_view`]), which calls the hooks here; records change only in
-//! [`Store::stage_membership`]. Both need every lock of the pair they touch: membership writes
-//! hold the group's and the member's stripes, a user's liveness change holds the user's (and,
-//! for its delete, every group it is in); a group that becomes live with records already here
-//! (they arrived before its creation) takes every stripe.
+//! Members that point at deleted users, and members of deleted groups, are never served. A
+//! listed entry exists iff the record is present, the member's view exists and the group was
+//! live when the entry was staged; a deleted group's entries stay until its tombstone is
+//! collected, unreachable because the group itself answers 404. Views appear and disappear in
+//! the same batches as documents ([`Store::stage_view`]), which calls the hooks here; records
+//! change only in [`Store::stage_membership`]. Both need every lock of the pair they touch:
+//! membership writes hold the group's and the member's stripes, a user's liveness change holds
+//! the user's (and, for its delete, every group it is in); a group that becomes live with
+//! records already here (they arrived before its creation) takes every stripe.
 //!
 //! # Records of deleted resources
-//! - Deleting a user writes a removal of each of its memberships in the same change, so they
-//!   end removed everywhere (a concurrent add is outvoted by remove-wins) and are collected
-//!   like every removal.
+//! - Deleting a user writes a removal of each membership the deleting region knows, in the
+//!   same change, so those end removed everywhere (remove-wins outvotes a concurrent re-add of
+//!   the same record) and are collected like every removal. An add written in another region
+//!   that the deleting region had not seen is not covered: that record stays present, unlisted
+//!   (its member has no view), and is not collected.
 //! - A deleted group's records stay (not listed) until its tombstone is collected; then they go
 //!   with it. Its records leave the heads digest when it is deleted, so collection changes no
 //!   digest.
@@ -209,7 +212,13 @@ impl Store {
         if old == new {
             return Ok(false);
         }
-        batch.put_cf(self.cf(CF_MEMBERS), &key, new.encode());
+        if new.values.is_empty() {
+            // Nothing survives (a snapshot showed every value superseded or collected): the
+            // record goes, as collection would drop it.
+            batch.delete_cf(self.cf(CF_MEMBERS), &key);
+        } else {
+            batch.put_cf(self.cf(CF_MEMBERS), &key, new.encode());
+        }
         let counts = self.cf(CF_COUNTS);
         if !self.group_deleted(m, tenant, group)? {
             let mut delta = record_term(&key, &old);
@@ -237,7 +246,11 @@ impl Store {
             self.stage_listed(batch, tenant, group, member, shown(&old), shown(&new));
         }
         let pk = pending_key(&key);
-        if new.removed() {
+        // A removal migrated from format 2 (a `~am:` dot) is never collected: a later write's
+        // context (its writer's marks) could not show it had seen that removal, and a region
+        // that still held it would keep the member unlisted while this one listed it.
+        let migrated = new.values.iter().any(|v| v.dot.region.starts_with("~am:"));
+        if new.removed() && !migrated {
             let pending = Pending {
                 marks: gc_marks.clone(),
                 allocated: None,
@@ -605,6 +618,11 @@ impl Store {
             self.stage_member_history(batch, tenant, g, stamp.millis, &self.region, seq, members);
         }
         for (g, member, change) in changes {
+            if !crate::ids::is_plausible_id(member) {
+                return Err(StoreError::Scim(crate::scim::ScimError::InvalidValue(
+                    format!("members.value {member:?} is not an id (1 to 128 bytes, no NUL)"),
+                )));
+            }
             let key = keys::membership(tenant, g, member);
             let old = self.member_record(m, &key)?;
             let dot = Dot {
@@ -797,6 +815,7 @@ impl Store {
         batch.delete_range_cf(self.cf(CF_HISTORY), history, history_end);
         let counts = self.cf(CF_COUNTS);
         for k in [
+            keys::history_count(tenant, group),
             keys::member_count(tenant, group),
             keys::member_digest(tenant, group),
             keys::record_digest(tenant, group),
@@ -856,6 +875,19 @@ impl Store {
             keys::member_history(tenant, group, at, origin, seq),
             value.to_string(),
         );
+        // Bounded: beyond `history_entries` per group the oldest goes (approximately: writers
+        // racing on one group may each drop one).
+        let count_key = keys::history_count(tenant, group);
+        let count = self.read_count(&count_key).unwrap_or(0);
+        batch.merge_cf(self.cf(CF_COUNTS), &count_key, 1i64.to_le_bytes());
+        if count as usize >= self.history_entries {
+            let prefix = keys::member_history_prefix(tenant, group);
+            let oldest = self.prefix_keys(CF_HISTORY, &prefix).next();
+            if let Some(Ok(oldest)) = oldest {
+                batch.delete_cf(self.cf(CF_HISTORY), oldest);
+                batch.merge_cf(self.cf(CF_COUNTS), &count_key, (-1i64).to_le_bytes());
+            }
+        }
     }
 
     /// A group's membership history, oldest first: (time in ms, region, the write's

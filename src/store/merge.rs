@@ -23,6 +23,30 @@ impl Store {
         origin: &str,
         entries: &[(u64, Vec<u8>)],
     ) -> Result<ApplyReport, StoreError> {
+        // A change that loads but then cannot be read (materialised, checked for conflicts)
+        // fails its document's merge: the batch is staged again without that document's
+        // changes, which are quarantined. Bounded: each round quarantines at least one entry.
+        let mut poisoned = BTreeSet::new();
+        loop {
+            match self.apply_remote_without(origin, entries, &poisoned) {
+                Err(StoreError::Poisoned { seqs, reason }) if !seqs.is_subset(&poisoned) => {
+                    tracing::warn!(
+                        origin, seqs = ?seqs, error = %reason,
+                        "replicated changes a document cannot take; quarantined, the rest goes on"
+                    );
+                    poisoned.extend(seqs);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn apply_remote_without(
+        &self,
+        origin: &str,
+        entries: &[(u64, Vec<u8>)],
+        poisoned: &BTreeSet<u64>,
+    ) -> Result<ApplyReport, StoreError> {
         let mark = self.marks.hwm().get(origin).copied().unwrap_or(0);
         let fresh: Vec<&(u64, Vec<u8>)> = entries.iter().filter(|(seq, _)| *seq > mark).collect();
         let mut report = ApplyReport::default();
@@ -50,25 +74,37 @@ impl Store {
         // local writes, which lock in the same order). A group that becomes live while its
         // records are already here needs every stripe (see `members`).
         let mut pairs: Vec<(&str, &str)> = Vec::new();
-        let mut need_all = false;
         for (_, e) in &decoded {
             pairs.push((&e.tenant, &e.id));
             for w in &e.members {
                 pairs.push((&e.tenant, w.group.as_deref().unwrap_or(&e.id)));
                 pairs.push((&e.tenant, &w.member));
             }
-            if e.kind == ResourceKind::Group
-                && !e.change.is_empty()
-                && self.get(&e.tenant, ResourceKind::Group, &e.id)?.is_none()
-                && self.group_has_records(&e.tenant, &e.id)?
-            {
-                need_all = true;
-            }
         }
-        let _guards = if need_all {
-            self.lock_all()
-        } else {
-            self.lock_stripes(&pairs)
+        let appears_with_records = || -> Result<bool, StoreError> {
+            for (_, e) in &decoded {
+                if e.kind == ResourceKind::Group
+                    && !e.change.is_empty()
+                    && self.get(&e.tenant, ResourceKind::Group, &e.id)?.is_none()
+                    && self.group_has_records(&e.tenant, &e.id)?
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        // Checked again under the locks: records of the group may commit meanwhile.
+        let mut need_all = appears_with_records()?;
+        let _guards = loop {
+            if need_all {
+                break self.lock_all();
+            }
+            let guards = self.lock_stripes(&pairs);
+            if !appears_with_records()? {
+                break guards;
+            }
+            drop(guards);
+            need_all = true;
         };
         let mut batch = WriteBatch::default();
         let mut merge = Merge::default();
@@ -86,11 +122,18 @@ impl Store {
                     report.applied += idx.len();
                     continue;
                 }
+                let seqs: BTreeSet<u64> = idx.iter().map(|i| decoded[*i].0).collect();
                 let mut doc = self.load_any(&key)?;
                 let before = Before::of(&key, &mut doc)?;
                 let mut good: Vec<&[u8]> = Vec::new();
                 for i in idx {
                     let (seq, entry) = &decoded[i];
+                    if poisoned.contains(seq) {
+                        let why = "the document could not take it (see the log)";
+                        self.stage_quarantine(&mut batch, origin, *seq, &fresh, why);
+                        report.quarantined += 1;
+                        continue;
+                    }
                     match doc.load_incremental(&entry.change) {
                         Ok(_) => {
                             report.applied += 1;
@@ -113,7 +156,21 @@ impl Store {
                     }
                 }
                 let resource = (first.tenant.as_str(), first.kind, first.id.as_str());
-                self.stage_merged(&mut batch, resource, &mut doc, before, &mut merge)?;
+                match self.stage_merged(&mut batch, resource, &mut doc, before, &mut merge) {
+                    Ok(()) => {}
+                    Err(StoreError::Doc(e)) => {
+                        // Nothing of this batch is written: staged again without these.
+                        self.cache
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .pop(&key);
+                        return Err(StoreError::Poisoned {
+                            seqs,
+                            reason: e.to_string(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
                 if doc::is_deleted(&doc) {
                     self.stage_tomb(&mut batch, &key, &first.tenant, &first.id, &tomb_marks)?;
                 }
@@ -193,8 +250,13 @@ impl Store {
                 .or_default()
                 .push(json);
         }
+        if !self.may_log() {
+            // Indexed here; logged by another region that observes the same decision (or here
+            // by a later merge). See `stage_merged`.
+            return Ok(());
+        }
         for ((tenant, group), records) in by_group {
-            let seq = self.alloc_seq();
+            let seq = self.alloc_checked()?;
             merge.local.push(seq);
             self.put_log(
                 batch,
@@ -289,13 +351,22 @@ impl Store {
         let id = doc::id_of(&incoming)?;
         let key = keys::resource(tenant, kind, &id);
         // A group that becomes live with records already here lists them: every stripe.
-        let appears_with_records = kind == ResourceKind::Group
-            && self.get(tenant, kind, &id)?.is_none()
-            && self.group_has_records(tenant, &id)?;
-        let _g = if appears_with_records {
-            self.lock_all()
-        } else {
-            self.lock_stripes(&[(tenant, id.as_str())])
+        let appears_with_records = || -> Result<bool, StoreError> {
+            Ok(kind == ResourceKind::Group
+                && self.get(tenant, kind, &id)?.is_none()
+                && self.group_has_records(tenant, &id)?)
+        };
+        let mut need_all = appears_with_records()?;
+        let _g = loop {
+            if need_all {
+                break self.lock_all();
+            }
+            let guards = self.lock_stripes(&[(tenant, id.as_str())]);
+            if !appears_with_records()? {
+                break guards;
+            }
+            drop(guards);
+            need_all = true;
         };
         if self.is_collected(&key)? {
             return Ok((kind, id));
@@ -348,14 +419,17 @@ impl Store {
                 id,
             };
             let found = conflict::detect(doc, resource).map_err(DocError::from)?;
-            if !found.is_empty() {
+            // Recording writes a local entry: not while this region may not write (its own log
+            // may be behind what the cluster holds of it, and the sequence number it would take
+            // could already be someone's). Another region, or a later merge here, records it.
+            if !found.is_empty() && self.may_log() {
                 let heads = doc.get_heads();
                 if doc::record_conflicts(doc, &found)? {
                     doc.commit_stamped(&self.stamp());
                     let change = doc.save_after(&heads);
                     merge
                         .local
-                        .push(self.stage_log(batch, tenant, kind, id, &change));
+                        .push(self.stage_log(batch, tenant, kind, id, &change)?);
                 }
             }
             for record in conflict::recorded(doc).map_err(DocError::from)? {
@@ -411,6 +485,11 @@ impl Store {
     /// keeps its survivor; every loser is renamed, deactivated and the decision recorded on it.
     /// Every region that sees the collision writes the same, so their copies merge into one.
     pub(super) fn settle_user_names(&self, touched: &[(String, String)]) -> Result<(), StoreError> {
+        if !self.may_log() {
+            // Settling writes local changes; every region that sees the collision writes the
+            // same ones, so the others settle it (and a later merge here does).
+            return Ok(());
+        }
         for (tenant, name) in touched {
             let holders = self.lookup(tenant, ResourceKind::User, "userName", name)?;
             if holders.len() < 2 {

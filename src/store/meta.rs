@@ -47,4 +47,23 @@ impl Store {
             )),
         }
     }
+
+    /// Remember a region this one has talked to (its name is kept for good: collection and
+    /// truncation wait for every region ever known).
+    pub fn remember_region(&self, region: &str) -> Result<(), StoreError> {
+        let mut key = b"peer\0".to_vec();
+        key.extend_from_slice(region.as_bytes());
+        if self.db.get_pinned_cf(self.cf(CF_META), &key)?.is_none() {
+            self.db.put_cf(self.cf(CF_META), key, b"")?;
+        }
+        Ok(())
+    }
+
+    /// Every region remembered by [`Store::remember_region`].
+    pub fn known_regions(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let prefix = b"peer\0";
+        self.prefix_keys(CF_META, prefix)
+            .map(|k| k.map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()))
+            .collect()
+    }
 }

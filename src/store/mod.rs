@@ -6,17 +6,26 @@
 //! concurrent threads into one WAL sync (group commit), so callers run writes on a blocking
 //! thread pool and many requests in flight amortise the disk.
 //!
-//! Column families (format 2, recorded in `meta`):
+//! Column families (format 3, recorded in `meta`):
 //! - `docs`: Automerge bytes per resource, tombstones included (needed for delete-wins later);
+//!   a group's document holds its own attributes only, never its members;
 //! - `views`: materialised SCIM JSON of live resources, for reads, lists and filters;
 //! - `index`: (tenant, type, attribute, normalised value, id) for userName, externalId,
-//!   emails.value and group displayName, plus reverse group membership;
-//! - `log`: (origin region, sequence) → changed resource and its Automerge change bytes;
+//!   emails.value and group displayName, plus reverse group membership (a User's `groups`);
+//! - `members`: one record per (group, member): the membership CRDT of
+//!   [`crate::conflict::membership`], so a change to one member reads and writes one key
+//!   whatever the group's size;
+//! - `counts`: per group, the live member count, the membership digest and the number of
+//!   history entries, each kept by a merge operator in the batch that changes the records;
+//! - `history`: per group, the last membership changes (bounded by
+//!   `storage.member_history_entries`), for the dashboard and audits;
+//! - `log`: (origin region, sequence) → the changed resource and its Automerge change bytes
+//!   (or membership operations), truncated once every known region has applied it;
 //! - `conflicts`: conflict records by time and by id (an index of the records documents carry);
 //! - `peers`: reserved;
-//! - `meta`: format version, region identity, tokens created on first start, health probe, and
-//!   the digest of every document's heads (an XOR kept by a merge operator, so it changes in the
-//!   same batch as the documents).
+//! - `meta`: format version, region identity, tokens created on first start, health probe,
+//!   known regions and their marks, truncation floors, and the digest of every document's heads
+//!   (an XOR kept by a merge operator, so it changes in the same batch as the documents).
 
 mod conflicts;
 mod digest;
@@ -57,10 +66,10 @@ use crate::scim::schema::ResourceKind;
 use crate::scim::ScimError;
 use doc::{DocError, Stamp};
 
-use digest::{heads_term, xor_into, xor_merge, DIGEST_KEY};
+use digest::{deleted_term, heads_term, xor_into, xor_merge, DIGEST_KEY};
 pub use log::LogEntry;
 pub use members::{combined_version, groups_digest, member_json, MemberHistory};
-pub use snapshot::SnapshotItem;
+pub use snapshot::{SnapshotApply, SnapshotItem};
 use tombstones::{tomb_key, COLLECTED};
 
 /// On-disk format version. Bump it with a migration step when any stored layout changes.
@@ -113,6 +122,10 @@ pub enum StoreError {
     /// Stored bytes are not what this version writes.
     #[error("corrupt or foreign data: {0}")]
     Corrupt(String),
+    /// Replicated changes (these sequence numbers of one origin) that a document cannot take:
+    /// `apply_remote` quarantines them and stages the batch again.
+    #[error("replicated changes {seqs:?} cannot be merged: {reason}")]
+    Poisoned { seqs: BTreeSet<u64>, reason: String },
 }
 
 impl From<automerge::AutomergeError> for StoreError {
@@ -133,6 +146,8 @@ pub struct StoreOptions {
     /// Count RocksDB reads and writes ([`Store::io_counts`]): for tests and benchmarks that
     /// check what an operation touches (costs a little on every access).
     pub io_statistics: bool,
+    /// Entries of membership history kept per group (the admin API's group history).
+    pub history_entries: usize,
 }
 
 /// Whether local writes may go on (see `Store::write_gate`).
@@ -348,6 +363,11 @@ pub struct Store {
     write_gate: std::sync::Arc<(Mutex<WriteGate>, std::sync::Condvar)>,
     /// The options the database was opened with, when it counts its operations.
     statistics: Option<Options>,
+    /// Entries of membership history kept per group.
+    history_entries: usize,
+    /// Own sequence numbers given up because writes were refused right after they were handed
+    /// out (see [`Store::alloc_checked`]).
+    abandoned: Mutex<Vec<u64>>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -498,11 +518,16 @@ impl Store {
             quarantined: AtomicU64::new(0),
             write_gate: Default::default(),
             statistics: options.io_statistics.then_some(opts),
+            abandoned: Mutex::new(Vec::new()),
+            history_entries: options.history_entries,
             db,
         };
         if migrate_from_2 {
             store.migrate_from_2()?;
         }
+        // What start-up learned from the tail of the own log goes into meta at once, so a
+        // snapshot taken before the next write stands for it.
+        store.persist_own_mark();
         Ok(store)
     }
 
@@ -531,9 +556,25 @@ impl Store {
         self.set_gate(WriteGate::Refused(reason));
     }
 
-    /// Take local writes again.
+    /// Take local writes again. Sequence numbers given up while writes were refused and not
+    /// filled by recovery become fillers, so the own log has no hole.
     pub fn open_writes(&self) {
         self.set_gate(WriteGate::Open);
+        let abandoned =
+            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        let missing: Vec<u64> = abandoned
+            .into_iter()
+            .filter(|seq| {
+                !matches!(
+                    self.db
+                        .get_pinned_cf(self.cf(CF_LOG), keys::log(&self.region, *seq)),
+                    Ok(Some(_))
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.write_fillers(&missing);
+        }
     }
 
     fn set_gate(&self, gate: WriteGate) {
@@ -548,6 +589,20 @@ impl Store {
             WriteGate::Holding { until, .. } if std::time::Instant::now() >= *until => None,
             WriteGate::Holding { reason, .. } | WriteGate::Refused(reason) => Some(reason.clone()),
         }
+    }
+
+    /// Why local writes are refused (503), if they are: not while they only wait at start.
+    pub fn writes_blocked(&self) -> Option<String> {
+        match &*self.write_gate.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            WriteGate::Refused(reason) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// May the store write entries of this region's own origin now (its own bookkeeping:
+    /// conflict records, userName settlements)? Not while writes are held back or refused.
+    fn may_log(&self) -> bool {
+        self.writes_refused().is_none()
     }
 
     /// Ok when local writes may go on: at once when open, after a wait while held back at
@@ -688,6 +743,21 @@ impl Store {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// [`Store::alloc_seq`] for a write that must not go on once writes are refused: a write
+    /// that passed the gate just before it closed gives its number up (left as a hole, which
+    /// recovery fills with the cluster's entry, or [`Store::open_writes`] with a filler).
+    fn alloc_checked(&self) -> Result<u64, StoreError> {
+        let seq = self.alloc_seq();
+        if let Some(reason) = self.writes_refused() {
+            self.abandoned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(seq);
+            return Err(StoreError::Scim(ScimError::Unavailable(reason)));
+        }
+        Ok(seq)
+    }
+
     /// Stage log entry `seq` of this region.
     fn put_log(&self, batch: &mut WriteBatch, seq: u64, entry: &LogEntry) {
         batch.put_cf(
@@ -706,8 +776,8 @@ impl Store {
         kind: ResourceKind,
         id: &str,
         change: &[u8],
-    ) -> u64 {
-        let seq = self.alloc_seq();
+    ) -> Result<u64, StoreError> {
+        let seq = self.alloc_checked()?;
         let entry = LogEntry {
             tenant: tenant.into(),
             kind,
@@ -716,22 +786,22 @@ impl Store {
             ..LogEntry::default()
         };
         self.put_log(batch, seq, &entry);
-        seq
+        Ok(seq)
     }
 
-    /// Commit a batch staged for local entry `seq`, or, when staging failed, write a filler in
-    /// its place (so the log has no hole) and return the staging error.
+    /// Commit a batch staged for local entries `seqs`, or, when staging failed, write fillers
+    /// in their place (so the log has no hole) and return the staging error.
     fn commit_staged(
         &self,
         batch: WriteBatch,
-        seq: u64,
+        seqs: &[u64],
         staged: Result<(), StoreError>,
         delta: [u8; 32],
     ) -> Result<(), StoreError> {
         match staged {
-            Ok(()) => self.commit(batch, &[seq], None, delta),
+            Ok(()) => self.commit(batch, seqs, None, delta),
             Err(e) => {
-                self.write_fillers(&[seq]);
+                self.write_fillers(seqs);
                 Err(e)
             }
         }

@@ -13,11 +13,15 @@
 //!   snapshot's and its floors past the entries it never received
 //!   ([`Store::finish_snapshot`]); normal replication continues from there.
 //! - **Why merging is enough.** Documents and records are CRDTs: merging a state that covers
-//!   more history than ours loses nothing of ours. The one exception is a record the sender
-//!   already *collected* (every region had seen its removal): a receiver that is behind on
-//!   every origin (its marks are covered by the snapshot's) takes the sender's memberships as
-//!   they are instead of joining, so a stale add of its own (a restored backup) cannot survive a
-//!   removal that everyone else has already forgotten.
+//!   more history than ours loses nothing of ours. Records need one more rule, because the
+//!   sender may have *collected* a removed record (every region had seen the removal): a
+//!   snapshot's context is its marks, so every record is joined as if its context covered
+//!   them, and a record the snapshot lacks counts as "nothing, having seen the marks". A stale
+//!   add of the receiver's own (a restored backup) whose write the marks cover is dropped; a
+//!   newer one (a dot above the marks) stays. The receiver walks its own records in key order
+//!   alongside the snapshot's (which come sorted) to find the ones the snapshot lacks.
+//! - **Large items.** A document larger than a chunk travels in parts (`ITEM_DOC_PART`), each
+//!   in a chunk of its own, reassembled by the receiver.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,12 @@ use crate::conflict::membership::Record;
 pub const ITEM_DOC: u8 = 1;
 pub const ITEM_MEMBERSHIP: u8 = 2;
 pub const ITEM_CONFLICT: u8 = 3;
+/// Part of a document too large for one chunk: value = part index (u32 BE), part count (u32
+/// BE), bytes.
+pub const ITEM_DOC_PART: u8 = 4;
+
+/// The largest document a snapshot receiver reassembles from parts.
+const MAX_DOC_BYTES: usize = 1 << 30;
 
 /// One snapshot item: (kind, storage key, value).
 pub type SnapshotItem = (u8, Vec<u8>, Vec<u8>);
@@ -87,19 +97,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let snap = self.db.snapshot();
         let mut marks = BTreeMap::new();
-        for r in snap.iterator_cf(
-            self.cf(CF_META),
-            IteratorMode::From(b"mark\0", Direction::Forward),
-        ) {
-            let (k, v) = r?;
-            if !k.starts_with(b"mark\0") {
-                break;
-            }
-            if let Ok(b) = <[u8; 8]>::try_from(&v[..]) {
-                marks.insert(
-                    String::from_utf8_lossy(&k[5..]).into_owned(),
-                    u64::from_be_bytes(b),
-                );
+        for (prefix, below) in [(&b"mark\0"[..], 0u64), (&b"floor\0"[..], 1)] {
+            for r in snap.iterator_cf(
+                self.cf(CF_META),
+                IteratorMode::From(prefix, Direction::Forward),
+            ) {
+                let (k, v) = r?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if let Ok(b) = <[u8; 8]>::try_from(&v[..]) {
+                    // A floor proves the mark reached floor - 1 (truncation keeps everything
+                    // above the mark), even where the persisted own mark lags.
+                    let value = u64::from_be_bytes(b).saturating_sub(below);
+                    let origin = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                    let mark = marks.entry(origin).or_insert(0);
+                    *mark = (*mark).max(value);
+                }
             }
         }
         if !begin(marks) {
@@ -118,6 +132,24 @@ impl Store {
                 if !k.starts_with(prefix) {
                     break;
                 }
+                if kind == ITEM_DOC && k.len() + v.len() > chunk_bytes {
+                    // Too large for a chunk: in parts, each in a chunk of its own.
+                    if !items.is_empty() && !chunk(std::mem::take(&mut items)) {
+                        return Ok(());
+                    }
+                    bytes = 0;
+                    let parts: Vec<&[u8]> = v.chunks(chunk_bytes.max(1)).collect();
+                    for (i, part) in parts.iter().enumerate() {
+                        let mut value = Vec::with_capacity(8 + part.len());
+                        value.extend_from_slice(&(i as u32).to_be_bytes());
+                        value.extend_from_slice(&(parts.len() as u32).to_be_bytes());
+                        value.extend_from_slice(part);
+                        if !chunk(vec![(ITEM_DOC_PART, k.to_vec(), value)]) {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
                 bytes += k.len() + v.len() + 8;
                 items.push((kind, k.to_vec(), v.to_vec()));
                 if bytes >= chunk_bytes || items.len() >= crate::replication::wire::MAX_ENTRIES {
@@ -134,63 +166,99 @@ impl Store {
         Ok(())
     }
 
-    /// A snapshot standing for `marks` begins: returns whether this region's marks are covered
-    /// by them (then its memberships are replaced by the snapshot's, see the module docs).
-    pub fn begin_snapshot(&self, marks: &BTreeMap<String, u64>) -> Result<bool, StoreError> {
-        let own = self.marks.hwm();
-        let covered = own
-            .iter()
-            .all(|(origin, s)| marks.get(origin).copied().unwrap_or(0) >= *s);
-        if covered {
-            let _all = self.lock_all();
-            self.clear_memberships()?;
+    /// A snapshot standing for `marks` begins.
+    pub fn begin_snapshot(&self, marks: BTreeMap<String, u64>) -> SnapshotApply {
+        SnapshotApply {
+            marks,
+            cursor: Vec::new(),
+            parts: BTreeMap::new(),
+            part_bytes: 0,
         }
-        Ok(covered)
     }
 
-    /// Merge one chunk of a snapshot standing for `marks` (documents first, then records: the
-    /// sender streams them in that order, so groups and members are live when their records
-    /// arrive). Items this version cannot read are skipped and counted. Returns how many were
-    /// merged.
+    /// Merge one chunk of a snapshot (documents first, then records: the sender streams them
+    /// in that order, so groups and members are live when their records arrive). Items this
+    /// version cannot read are skipped and counted. Returns how many were merged and skipped.
     pub fn apply_snapshot(
         &self,
+        s: &mut SnapshotApply,
         items: &[SnapshotItem],
+    ) -> Result<(usize, usize), StoreError> {
+        let mut docs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut records: Vec<(&[u8], Record)> = Vec::new();
+        let mut conflicts: Vec<Conflict> = Vec::new();
+        let mut skipped = 0usize;
+        for (kind, key, value) in items {
+            match *kind {
+                ITEM_DOC => docs.push((key.clone(), value.clone())),
+                ITEM_DOC_PART => match s.add_part(key, value) {
+                    Ok(Some(whole)) => docs.push((key.clone(), whole)),
+                    Ok(None) => {}
+                    Err(()) => skipped += 1,
+                },
+                ITEM_MEMBERSHIP => match (members::split_key(key), Record::decode(value)) {
+                    (Some(_), Ok(r)) => records.push((key, r)),
+                    _ => skipped += 1,
+                },
+                ITEM_CONFLICT => match serde_json::from_slice::<Conflict>(value) {
+                    Ok(c) => conflicts.push(c),
+                    Err(_) => skipped += 1,
+                },
+                _ => skipped += 1,
+            }
+        }
+        let (mut merged, bad) = self.snapshot_docs(&docs, &s.marks)?;
+        skipped += bad;
+        if !records.is_empty() || !conflicts.is_empty() {
+            merged += self.snapshot_records(s, &records, &conflicts)?;
+        }
+        Ok((merged, skipped))
+    }
+
+    /// Merge a chunk's documents, in one batch: (merged, skipped).
+    fn snapshot_docs(
+        &self,
+        docs: &[(Vec<u8>, Vec<u8>)],
         marks: &BTreeMap<String, u64>,
     ) -> Result<(usize, usize), StoreError> {
+        if docs.is_empty() {
+            return Ok((0, 0));
+        }
         let _all = self.lock_all();
         let mut batch = WriteBatch::default();
         let mut merge = Merge::default();
         let mut loaded = Vec::new();
+        let mut collected = Vec::new();
         let mut dropped_groups = Vec::new();
         let (mut merged, mut skipped) = (0usize, 0usize);
         let staged: Result<(), StoreError> = (|| {
-            for (_, key, value) in items.iter().filter(|(k, _, _)| *k == ITEM_DOC) {
+            for (key, value) in docs {
                 let Some((tenant, rkind, id)) = split_resource_key(key) else {
                     skipped += 1;
                     continue;
                 };
-                if value.as_slice() == COLLECTED {
-                    // Collected everywhere: the id stays reserved here too, and delete wins.
-                    if !self.is_collected(key)? {
-                        let old_view = self.get(tenant, rkind, id)?.map(|s| s.view);
-                        batch.put_cf(self.cf(CF_DOCS), key, COLLECTED);
-                        self.stage_view(
-                            &mut batch,
-                            &mut merge,
-                            tenant,
-                            rkind,
-                            id,
-                            old_view.as_ref(),
-                            None,
-                        )?;
-                        if rkind == ResourceKind::Group {
-                            dropped_groups.push((tenant.to_string(), id.to_string()));
-                        }
-                        merged += 1;
-                    }
+                if self.is_collected(key)? {
                     continue;
                 }
-                if self.is_collected(key)? {
+                if value.as_slice() == COLLECTED {
+                    // Collected everywhere: the id stays reserved here too, and delete wins.
+                    let old_view = self.get(tenant, rkind, id)?.map(|s| s.view);
+                    let mut old = self.load_stored(key)?;
+                    let mut delta = heads_term(key, &mut old);
+                    xor_into(&mut delta, &deleted_term(key));
+                    batch.put_cf(self.cf(CF_DOCS), key, COLLECTED);
+                    batch.merge_cf(self.cf(CF_META), DIGEST_KEY, delta);
+                    xor_into(&mut merge.delta, &delta);
+                    if rkind == ResourceKind::Group && !self.group_deleted(&merge, tenant, id)? {
+                        self.stage_group_deleted(&mut batch, &mut merge, tenant, id)?;
+                        dropped_groups.push((tenant.to_string(), id.to_string()));
+                    }
+                    let (old_view, new_view) = (old_view.as_ref(), None);
+                    self.stage_view(
+                        &mut batch, &mut merge, tenant, rkind, id, old_view, new_view,
+                    )?;
+                    collected.push(key.clone());
+                    merged += 1;
                     continue;
                 }
                 let mut doc = self.load_any(key)?;
@@ -213,42 +281,6 @@ impl Store {
                 loaded.push((key.clone(), doc));
                 merged += 1;
             }
-            for (kind, key, value) in items {
-                match *kind {
-                    ITEM_DOC => {}
-                    ITEM_MEMBERSHIP => {
-                        let (Some((tenant, group, member)), Ok(incoming)) =
-                            (members::split_key(key), Record::decode(value))
-                        else {
-                            skipped += 1;
-                            continue;
-                        };
-                        let gkey = keys::resource(tenant, ResourceKind::Group, group);
-                        if self.is_collected(&gkey)? {
-                            continue;
-                        }
-                        let old = self.member_record(&merge, key)?;
-                        let new = old.join(&incoming);
-                        if self.stage_membership(
-                            &mut batch, &mut merge, tenant, group, member, new, marks,
-                        )? {
-                            merged += 1;
-                        }
-                    }
-                    ITEM_CONFLICT => match serde_json::from_slice::<Conflict>(value) {
-                        Ok(record) => {
-                            if self.stage_record(&mut batch, &record)? {
-                                merge.indexed.push(record.rule);
-                                merged += 1;
-                            }
-                        }
-                        Err(_) => skipped += 1,
-                    },
-                    _ => skipped += 1,
-                }
-            }
-            // Decisions the sender's records show were recorded by whoever observed them.
-            merge.found.clear();
             Ok(())
         })();
         if let Err(e) = staged {
@@ -260,18 +292,128 @@ impl Store {
         for (key, doc) in loaded {
             self.cache_put(key, doc);
         }
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &collected {
+                cache.pop(key);
+            }
+        }
+        drop(_all);
         for (tenant, group) in dropped_groups {
             self.drop_group_memberships(&tenant, &group)?;
         }
-        drop(_all);
         self.settle_user_names(&merge.users)?;
         Ok((merged, skipped))
     }
 
-    /// Every chunk of a snapshot standing for `marks` is applied: raise the marks to them, and
-    /// the floors past the entries this log never received (so it never offers what it lacks).
-    /// This region's next sequence number moves past what the cluster holds of it.
-    pub fn finish_snapshot(&self, marks: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+    /// Merge a chunk's membership records (sorted by key) and conflict records. Every record
+    /// is joined with the snapshot's marks as its context; this region's records between the
+    /// previous chunk's last key and this chunk's that the snapshot lacks are joined with
+    /// "nothing, having seen the marks" (see the module docs).
+    fn snapshot_records(
+        &self,
+        s: &mut SnapshotApply,
+        records: &[(&[u8], Record)],
+        conflicts: &[Conflict],
+    ) -> Result<usize, StoreError> {
+        let _all = self.lock_all();
+        let mut batch = WriteBatch::default();
+        let mut merge = Merge::default();
+        let mut merged = 0;
+        if let Some((last, _)) = records.last() {
+            let incoming: std::collections::BTreeSet<&[u8]> =
+                records.iter().map(|(k, _)| *k).collect();
+            merged += self.covered_walk(&mut batch, &mut merge, s, Some(last), &incoming)?;
+            s.cursor = last.to_vec();
+        }
+        for (key, record) in records {
+            let Some((tenant, group, member)) = members::split_key(key) else {
+                continue;
+            };
+            if self.is_collected(&keys::resource(tenant, ResourceKind::Group, group))? {
+                continue;
+            }
+            let old = self.member_record(&merge, key)?;
+            let new = old.join(&with_context(record.clone(), &s.marks));
+            if self
+                .stage_membership(&mut batch, &mut merge, tenant, group, member, new, &s.marks)?
+            {
+                merged += 1;
+            }
+        }
+        for record in conflicts {
+            if self.stage_record(&mut batch, record)? {
+                merge.indexed.push(record.rule);
+                merged += 1;
+            }
+        }
+        // Decisions the sender's records show were recorded by whoever observed them.
+        merge.found.clear();
+        self.commit(batch, &[], None, merge.delta)?;
+        self.count_indexed(&merge.indexed);
+        Ok(merged)
+    }
+
+    /// Join this region's records after the snapshot's cursor (up to `upto`, inclusive; to the
+    /// end when `None`) that are not in `incoming` with "nothing, having seen the marks".
+    fn covered_walk(
+        &self,
+        batch: &mut WriteBatch,
+        merge: &mut Merge,
+        s: &SnapshotApply,
+        upto: Option<&[u8]>,
+        incoming: &std::collections::BTreeSet<&[u8]>,
+    ) -> Result<usize, StoreError> {
+        let nothing = Record {
+            values: Vec::new(),
+            seen: s.marks.clone(),
+        };
+        let mut local = Vec::new();
+        for r in self.db.iterator_cf(
+            self.cf(CF_MEMBERS),
+            IteratorMode::From(&s.cursor, Direction::Forward),
+        ) {
+            let (k, v) = r?;
+            if k.as_ref() <= s.cursor.as_slice() && !s.cursor.is_empty() {
+                continue;
+            }
+            if upto.is_some_and(|u| k.as_ref() > u) {
+                break;
+            }
+            if incoming.contains(k.as_ref()) {
+                continue;
+            }
+            if let Ok(record) = Record::decode(&v) {
+                local.push((k.to_vec(), record));
+            }
+        }
+        let mut changed = 0;
+        for (key, record) in local {
+            let Some((tenant, group, member)) = members::split_key(&key) else {
+                continue;
+            };
+            let new = record.join(&nothing);
+            if self.stage_membership(batch, merge, tenant, group, member, new, &s.marks)? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every chunk of a snapshot is applied: the records after the last one it carried are
+    /// walked, then the marks rise to the snapshot's and the floors past the entries this log
+    /// never received (so it never offers what it lacks). This region's next sequence number
+    /// moves past what the cluster holds of it.
+    pub fn finish_snapshot(&self, s: SnapshotApply) -> Result<(), StoreError> {
+        {
+            let _all = self.lock_all();
+            let mut batch = WriteBatch::default();
+            let mut merge = Merge::default();
+            self.covered_walk(&mut batch, &mut merge, &s, None, &Default::default())?;
+            merge.found.clear();
+            self.commit(batch, &[], None, merge.delta)?;
+        }
+        let marks = &s.marks;
         let current = self.marks.hwm();
         let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
@@ -300,57 +442,60 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    /// Drop every membership record and what is derived from them (a snapshot that covers this
-    /// region replaces them). The caller holds every stripe.
-    fn clear_memberships(&self) -> Result<(), StoreError> {
-        let m = Merge::default();
-        let mut delta = [0u8; 32];
-        let counts = self.cf(CF_COUNTS);
-        for r in self
-            .db
-            .iterator_cf(counts, IteratorMode::From(b"r", Direction::Forward))
-        {
-            let (k, v) = r?;
-            if !k.starts_with(b"r") {
-                break;
-            }
-            let Some((tenant, group)) = std::str::from_utf8(&k[1..])
-                .ok()
-                .and_then(|t| t.split_once('\0'))
-            else {
-                continue;
-            };
-            if !self.group_deleted(&m, tenant, group)? {
-                if let Ok(d) = <[u8; 32]>::try_from(&v[..]) {
-                    xor_into(&mut delta, &d);
-                }
-            }
+/// A record as a snapshot standing for `marks` carries it: its context covers the marks.
+fn with_context(mut record: Record, marks: &BTreeMap<String, u64>) -> Record {
+    for (origin, s) in marks {
+        let mark = record.seen.entry(origin.clone()).or_insert(0);
+        *mark = (*mark).max(*s);
+    }
+    record
+}
+
+/// A snapshot being applied: the marks it stands for, how far the walk over this region's
+/// own membership records has come, and documents arriving in parts.
+pub struct SnapshotApply {
+    marks: BTreeMap<String, u64>,
+    /// The last membership key handled (the walk resumes after it).
+    cursor: Vec<u8>,
+    parts: BTreeMap<Vec<u8>, Vec<Option<Vec<u8>>>>,
+    part_bytes: usize,
+}
+
+impl SnapshotApply {
+    /// The marks the snapshot stands for.
+    pub fn marks(&self) -> &BTreeMap<String, u64> {
+        &self.marks
+    }
+
+    /// Keep one part of a large document; the whole document once every part is here.
+    fn add_part(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        let (Some(i), Some(n)) = (value.get(..4), value.get(4..8)) else {
+            return Err(());
+        };
+        let i = u32::from_be_bytes(i.try_into().map_err(|_| ())?) as usize;
+        let n = u32::from_be_bytes(n.try_into().map_err(|_| ())?) as usize;
+        let bytes = &value[8..];
+        if i >= n || n > MAX_DOC_BYTES || self.part_bytes + bytes.len() > MAX_DOC_BYTES {
+            return Err(());
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_MEMBERS), b"".as_slice(), [0xffu8; 8].as_slice());
-        for prefix in [b"m", b"r", b"x"] {
-            let mut end = prefix.to_vec();
-            end.push(0xff);
-            batch.delete_range_cf(counts, prefix.as_slice(), end.as_slice());
+        let slots = self
+            .parts
+            .entry(key.to_vec())
+            .or_insert_with(|| vec![None; n]);
+        if slots.len() != n {
+            return Err(());
         }
-        batch.delete_range_cf(self.cf(CF_META), b"mgc\0".as_slice(), b"mgc\x01".as_slice());
-        for r in self.db.iterator_cf(self.cf(CF_INDEX), IteratorMode::Start) {
-            let (k, _) = r?;
-            if matches!(
-                k.split(|b| *b == 0).nth(1),
-                Some(b"~member") | Some(b"~listed")
-            ) {
-                batch.delete_cf(self.cf(CF_INDEX), &k);
-            }
+        self.part_bytes += bytes.len();
+        slots[i] = Some(bytes.to_vec());
+        if slots.iter().all(Option::is_some) {
+            let slots = self.parts.remove(key).unwrap_or_default();
+            let whole: Vec<u8> = slots.into_iter().flatten().flatten().collect();
+            self.part_bytes -= whole.len();
+            return Ok(Some(whole));
         }
-        if delta != [0; 32] {
-            batch.merge_cf(self.cf(CF_META), DIGEST_KEY, delta);
-        }
-        self.db.write_opt(batch, &self.write_opts)?;
-        let mut digest = self.digest.lock().unwrap_or_else(|p| p.into_inner());
-        xor_into(&mut digest, &delta);
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -11,6 +11,7 @@ pub(super) fn open(dir: &Path, region: &str) -> Store {
             sync_writes: false,
             doc_cache_size: 100,
             io_statistics: false,
+            history_entries: 1000,
         },
     )
     .unwrap()

@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::scim::members::Touch;
 
+/// Membership writes one log entry carries at most: a request that changes more (a PUT or a
+/// `replace` of a large group) spreads them over several entries of one batch, so that no entry
+/// outgrows a replication frame (about 50 bytes a write: half a megabyte an entry).
+pub(super) const MAX_WRITES_PER_ENTRY: usize = 10_000;
+
 impl Store {
     /// Create a resource from normalised attributes (no `schemas`, `id`, `meta`).
     ///
@@ -93,51 +98,95 @@ impl Store {
         let key = keys::resource(tenant, kind, id);
         let mut batch = WriteBatch::default();
         let mut m = Merge::default();
-        let seq = self.alloc_seq();
-        let context = self.marks.hwm();
+        let changes: Vec<_> = members
+            .iter()
+            .map(|(member, value)| {
+                (
+                    id.to_string(),
+                    member.clone(),
+                    Some(members::member_attrs(value)),
+                )
+            })
+            .collect();
+        let seqs = self.alloc_entries(changes.len())?;
         let staged: Result<(), StoreError> = (|| {
             let delta = self.stage_doc(&mut batch, &key, [0; 32], &mut doc, Some(&change));
             xor_into(&mut m.delta, &delta);
             self.stage_view(&mut batch, &mut m, tenant, kind, id, None, Some(&view))?;
-            let changes: Vec<_> = members
-                .iter()
-                .map(|(member, value)| {
-                    (
-                        id.to_string(),
-                        member.clone(),
-                        Some(members::member_attrs(value)),
-                    )
-                })
-                .collect();
-            let writes = self.stage_member_changes(
+            let head = (tenant, kind, id, Some(id));
+            self.stage_entries(
                 &mut batch,
                 &mut m,
-                tenant,
-                Some(id),
+                head,
+                change.clone(),
                 &changes,
-                seq,
+                &seqs,
                 &stamp,
-                &context,
-            )?;
+            )
+        })();
+        self.commit_staged(batch, &seqs, staged, m.delta)?;
+        self.cache_put(key, doc);
+        Ok(Stored::from_view(view))
+    }
+
+    /// Hand out the sequence numbers of a local write that changes `changes` memberships (see
+    /// [`Store::stage_entries`]): all, or none (writes refused: they are given up).
+    pub(super) fn alloc_entries(&self, changes: usize) -> Result<Vec<u64>, StoreError> {
+        let n = changes.div_ceil(MAX_WRITES_PER_ENTRY).max(1);
+        let mut seqs = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.alloc_checked() {
+                Ok(seq) => seqs.push(seq),
+                Err(e) => {
+                    self.abandoned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(seqs);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// Stage a local write's log entries: the document `change` (in the first) and the
+    /// membership `changes`, at most [`MAX_WRITES_PER_ENTRY`] per entry, one of `seqs` each
+    /// (from [`Store::alloc_entries`]). `head` is (tenant, kind, id, the group the changes are
+    /// of when it is the entry's resource).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stage_entries(
+        &self,
+        batch: &mut WriteBatch,
+        m: &mut Merge,
+        (tenant, kind, id, group): (&str, ResourceKind, &str, Option<&str>),
+        change: Vec<u8>,
+        changes: &[(String, String, Option<Option<String>>)],
+        seqs: &[u64],
+        stamp: &Stamp,
+    ) -> Result<(), StoreError> {
+        let context = self.marks.hwm();
+        let mut change = Some(change);
+        let mut chunks = changes.chunks(MAX_WRITES_PER_ENTRY);
+        for &seq in seqs {
+            let chunk = chunks.next().unwrap_or(&[]);
+            let writes =
+                self.stage_member_changes(batch, m, tenant, group, chunk, seq, stamp, &context)?;
             self.put_log(
-                &mut batch,
+                batch,
                 seq,
                 &LogEntry {
                     tenant: tenant.into(),
                     kind,
                     id: id.into(),
-                    change: change.clone(),
+                    change: change.take().unwrap_or_default(),
                     at: stamp.millis,
                     context: context.clone(),
                     members: writes,
                     records: Vec::new(),
                 },
             );
-            Ok(())
-        })();
-        self.commit_staged(batch, seq, staged, m.delta)?;
-        self.cache_put(key, doc);
-        Ok(Stored::from_view(view))
+        }
+        Ok(())
     }
 
     /// Update a live resource: `f` maps its stored attributes to the new ones. Only what differs
@@ -168,6 +217,21 @@ impl Store {
         id: &str,
         if_match: Option<&str>,
         touch: &Touch,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+    ) -> Result<Stored, StoreError> {
+        self.update_group_removing(tenant, id, if_match, touch, &BTreeSet::new(), f)
+    }
+
+    /// [`Store::update_group`] that also writes a removal for each of `named` (members the
+    /// request removed by id) this region holds no record of: its add may still be on its way
+    /// from another region, and the removal must win over it.
+    pub fn update_group_removing(
+        &self,
+        tenant: &str,
+        id: &str,
+        if_match: Option<&str>,
+        touch: &Touch,
+        named: &BTreeSet<String>,
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
         self.check_writable()?;
@@ -221,7 +285,7 @@ impl Store {
                 // every stripe (correct whatever it touches).
                 self.cache_put(key, doc);
                 drop(_guards);
-                return self.update_group(tenant, id, if_match, &Touch::All, f);
+                return self.update_group_removing(tenant, id, if_match, &Touch::All, named, f);
             }
         }
         let mut changes = Vec::new();
@@ -242,6 +306,18 @@ impl Store {
                 _ => {}
             }
         }
+        for member in named {
+            let unseen = !old_members.contains_key(member)
+                && !new_members.contains_key(member)
+                && crate::ids::is_plausible_id(member)
+                && self
+                    .member_record(&Merge::default(), &keys::membership(tenant, id, member))?
+                    .values
+                    .is_empty();
+            if unseen && matches!(touch, Touch::Ids(ids) if ids.contains(member)) {
+                changes.push((id.to_string(), member.clone(), None));
+            }
+        }
         let explicit: Vec<String> = explicit.into_iter().filter(|e| e != "members").collect();
         let stamp = self.stamp();
         let heads = doc.get_heads();
@@ -254,8 +330,7 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         let mut m = Merge::default();
-        let seq = self.alloc_seq();
-        let context = self.marks.hwm();
+        let seqs = self.alloc_entries(changes.len())?;
         let mut view = old_view.clone();
         let staged: Result<(), StoreError> = (|| {
             let mut change = Vec::new();
@@ -275,33 +350,10 @@ impl Store {
                     Some(&view),
                 )?;
             }
-            let writes = self.stage_member_changes(
-                &mut batch,
-                &mut m,
-                tenant,
-                Some(id),
-                &changes,
-                seq,
-                &stamp,
-                &context,
-            )?;
-            self.put_log(
-                &mut batch,
-                seq,
-                &LogEntry {
-                    tenant: tenant.into(),
-                    kind,
-                    id: id.into(),
-                    change,
-                    at: stamp.millis,
-                    context: context.clone(),
-                    members: writes,
-                    records: Vec::new(),
-                },
-            );
-            Ok(())
+            let head = (tenant, kind, id, Some(id));
+            self.stage_entries(&mut batch, &mut m, head, change, &changes, &seqs, &stamp)
         })();
-        self.commit_staged(batch, seq, staged, m.delta)?;
+        self.commit_staged(batch, &seqs, staged, m.delta)?;
         self.cache_put(key, doc);
         Ok(Stored::from_view(view))
     }
@@ -401,7 +453,7 @@ impl Store {
                 Some(&old_view),
                 Some(&view),
             )?;
-            let seq = self.stage_log(&mut batch, tenant, kind, id, &change);
+            let seq = self.stage_log(&mut batch, tenant, kind, id, &change)?;
             self.commit(batch, &[seq], None, delta)?;
             self.count_indexed(&indexed);
             self.cache_put(key, doc);
@@ -460,42 +512,26 @@ impl Store {
         let change = doc.save_after(&heads);
         let mut batch = WriteBatch::default();
         let mut m = Merge::default();
-        let seq = self.alloc_seq();
-        let context = self.marks.hwm();
+        let removals: Vec<_> = groups
+            .iter()
+            .map(|g| (g.clone(), id.to_string(), None))
+            .collect();
+        let seqs = self.alloc_entries(removals.len())?;
         let staged: Result<(), StoreError> = (|| {
             let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
             xor_into(&mut m.delta, &delta);
             if kind == ResourceKind::Group {
                 self.stage_group_deleted(&mut batch, &mut m, tenant, id)?;
             }
-            let removals: Vec<_> = groups
-                .iter()
-                .map(|g| (g.clone(), id.to_string(), None))
-                .collect();
-            let writes = self.stage_member_changes(
-                &mut batch, &mut m, tenant, None, &removals, seq, &stamp, &context,
-            )?;
+            let head = (tenant, kind, id, None);
+            self.stage_entries(&mut batch, &mut m, head, change, &removals, &seqs, &stamp)?;
             self.stage_view(&mut batch, &mut m, tenant, kind, id, Some(&old_view), None)?;
-            self.put_log(
-                &mut batch,
-                seq,
-                &LogEntry {
-                    tenant: tenant.into(),
-                    kind,
-                    id: id.into(),
-                    change,
-                    at: stamp.millis,
-                    context: context.clone(),
-                    members: writes,
-                    records: Vec::new(),
-                },
-            );
             let mut marks = self.marks.hwm();
-            marks.insert(self.region.clone(), seq);
+            marks.insert(self.region.clone(), *seqs.last().unwrap_or(&0));
             self.stage_tomb(&mut batch, &key, tenant, id, &marks)?;
             Ok(())
         })();
-        self.commit_staged(batch, seq, staged, m.delta)?;
+        self.commit_staged(batch, &seqs, staged, m.delta)?;
         self.cache_put(key, doc);
         Ok(())
     }

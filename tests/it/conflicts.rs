@@ -1,5 +1,6 @@
-//! The conflict rules end to end (DESIGN.md guarantees 2-5 and 9): real region processes, a real
-//! network partition, and the conflict log read back through the admin API of every region.
+//! The conflict rules end to end (offboarding wins, concurrent attribute writes, membership
+//! remove-wins): real region processes, a real network partition, and the conflict log read
+//! back through the admin API of every region.
 //!
 //! Three regions `a`, `b`, `c`, each in its own network namespace, replicate over a "wan": a
 //! bridge in a fourth namespace with one veth per region. The partition cuts `b`'s veth: `b` is

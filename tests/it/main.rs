@@ -9,6 +9,7 @@ mod dns;
 mod dns_netns;
 mod harness;
 mod history;
+mod limits;
 mod migration;
 mod partition;
 mod replication;
