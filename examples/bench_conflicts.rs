@@ -28,6 +28,7 @@ fn open(dir: &std::path::Path, region: &str) -> Store {
             doc_cache_size: 100_000,
             io_statistics: false,
             history_entries: 1000,
+            tenants: Default::default(),
         },
     )
     .expect("open store")

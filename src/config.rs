@@ -70,6 +70,27 @@ pub struct Config {
     /// The geo-DNS responder and its health prober; absent: no responder.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Per-tenant write policies (`[tenants.<name>]`); a tenant not named gets the defaults.
+    /// Every region must have the same: they decide what a write answers.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+}
+
+/// `[tenants.<name>]`: how one tenant's creates and renames treat names already taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// A POST of an existing userName with exactly the same attributes answers 201 with the
+    /// existing user instead of 409 `uniqueness` (for an IdP that retries POSTs blindly).
+    #[serde(default)]
+    pub idempotent_create: bool,
+    /// Group displayNames are unique in the tenant, compared case-insensitively.
+    #[serde(default = "yes")]
+    pub unique_group_names: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Replication over QUIC with mutual TLS (see `geoscim certs`).
@@ -439,6 +460,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin_tokens",
     "replication",
     "dns",
+    "tenants",
 ];
 
 impl Config {
@@ -637,6 +659,12 @@ impl Config {
             if !is_sha256_hex(&token.sha256) {
                 return invalid("admin_tokens.sha256", "must be 64 hex digits (a SHA-256)");
             }
+        }
+        if let Some(name) = self.tenants.keys().find(|t| !crate::ids::is_valid_name(t)) {
+            return invalid(
+                "tenants",
+                &format!("tenant {name:?}: must be 1-63 characters of a-z, 0-9, '-' and '_'"),
+            );
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Wiring only: open the store, gather tokens, build the API, serve bound listeners until the
 //! shutdown future resolves. Tests and `main` both come through here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreOptions, TenantPolicy};
 
 /// The tenant that gets a token on first start when none is configured.
 pub const DEFAULT_TENANT: &str = "default";
@@ -49,6 +49,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
             doc_cache_size: config.storage.doc_cache_size,
             io_statistics: false,
             history_entries: config.storage.member_history_entries,
+            tenants: tenant_policies(&config),
         },
     )?;
     let mut tokens: HashMap<String, String> = store.stored_tokens()?;
@@ -161,4 +162,19 @@ pub async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The store's per-tenant write policies from `[tenants.<name>]`.
+fn tenant_policies(config: &Config) -> BTreeMap<String, TenantPolicy> {
+    config
+        .tenants
+        .iter()
+        .map(|(name, t)| {
+            let policy = TenantPolicy {
+                idempotent_create: t.idempotent_create,
+                unique_group_names: t.unique_group_names,
+            };
+            (name.clone(), policy)
+        })
+        .collect()
 }

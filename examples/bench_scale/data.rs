@@ -77,6 +77,7 @@ pub(crate) fn open_store(dir: &Path, sync: bool, io: bool) -> anyhow::Result<Sto
             doc_cache_size: 1000,
             io_statistics: io,
             history_entries: 1000,
+            tenants: Default::default(),
         },
     )?)
 }

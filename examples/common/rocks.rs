@@ -21,6 +21,7 @@ fn open(dir: &Path, region: &str) -> anyhow::Result<Store> {
             doc_cache_size: 16,
             io_statistics: false,
             history_entries: 1000,
+            tenants: Default::default(),
         },
     )?)
 }

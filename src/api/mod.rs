@@ -309,7 +309,8 @@ async fn shed_load(State(state): State<Arc<AppState>>, request: Request, next: N
 
 /// A request not answered within `http.request_timeout_ms` gets 503 (store work it started
 /// finishes on its own, still counted in `http.max_in_flight`; a write may have been applied,
-/// and retrying is safe: creates are replay-safe, PUT and PATCH rewrite nothing twice).
+/// and retrying is safe: a retried create finds its userName taken (409, one user), PUT and
+/// PATCH rewrite nothing twice).
 async fn time_limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let limit = std::time::Duration::from_millis(state.config.http.request_timeout_ms);
     match tokio::time::timeout(limit, next.run(request)).await {
@@ -568,6 +569,7 @@ mod tests {
                 doc_cache_size: 10,
                 io_statistics: false,
                 history_entries: 1000,
+                tenants: Default::default(),
             },
         )
         .unwrap();

@@ -67,7 +67,8 @@ fn as_resource(kind: ResourceKind, attrs: &Map<String, Value>) -> Value {
 /// write in `sync` mode; in every mode (unless `offboarding_quorum` is off) deletes and writes
 /// that leave a user inactive, so an acknowledged offboarding survives the loss of this region.
 /// On timeout: 503 + `Retry-After`; the change stays here and replicates later, and the retry
-/// is idempotent (a replayed POST finds the user, a PATCH or PUT rewrites nothing).
+/// is safe (a replayed POST finds its userName taken and creates no second user; a PATCH or
+/// PUT rewrites nothing).
 async fn confirm(state: &AppState, offboarding: bool) -> Result<(), ApiError> {
     let Some(q) = state.cluster.get() else {
         return Ok(());

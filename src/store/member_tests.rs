@@ -18,6 +18,7 @@ fn open_counting(dir: &Path, region: &str) -> Store {
             doc_cache_size: 100,
             io_statistics: true,
             history_entries: 1000,
+            tenants: Default::default(),
         },
     )
     .unwrap()

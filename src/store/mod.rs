@@ -48,7 +48,7 @@ mod tests;
 mod tombstones;
 mod write;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -150,6 +150,30 @@ pub struct StoreOptions {
     pub io_statistics: bool,
     /// Entries of membership history kept per group (the admin API's group history).
     pub history_entries: usize,
+    /// Per-tenant write policies; a tenant not named here gets [`TenantPolicy::default`].
+    pub tenants: BTreeMap<String, TenantPolicy>,
+}
+
+/// How a tenant's creates and renames treat names that are already taken. Every region must
+/// have the same policies: they decide what a write answers, never how merges resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPolicy {
+    /// A POST of a userName that exists with exactly the same attributes answers 201 with the
+    /// existing user (the retry of a POST whose answer was lost) instead of 409 `uniqueness`.
+    /// Off by default: RFC 7644 §3.3 and the IdPs' validators expect the 409.
+    pub idempotent_create: bool,
+    /// Group displayNames are unique in the tenant (case-insensitive): a create or rename to a
+    /// taken one answers 409 `uniqueness`. On by default.
+    pub unique_group_names: bool,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy {
+            idempotent_create: false,
+            unique_group_names: true,
+        }
+    }
 }
 
 /// Whether local writes may go on (see `Store::write_gate`).
@@ -324,7 +348,8 @@ struct Merge {
 pub enum Created {
     /// A new resource.
     New(Stored),
-    /// The same userName with the same attributes already exists: an idempotent replay.
+    /// The same userName with the same attributes already exists and the tenant's policy
+    /// answers such a replay idempotently ([`TenantPolicy::idempotent_create`]).
     Replay(Stored),
 }
 
@@ -367,6 +392,7 @@ pub struct Store {
     statistics: Option<Options>,
     /// Entries of membership history kept per group.
     history_entries: usize,
+    tenants: BTreeMap<String, TenantPolicy>,
     /// Own sequence numbers given up because writes were refused right after they were handed
     /// out (see [`Store::alloc_checked`]).
     abandoned: Mutex<Vec<u64>>,
@@ -533,6 +559,7 @@ impl Store {
             statistics: options.io_statistics.then_some(opts),
             abandoned: Mutex::new(Vec::new()),
             history_entries: options.history_entries,
+            tenants: options.tenants,
             db,
         };
         if migrate_from_2 {

@@ -12,6 +12,7 @@ pub(super) fn open(dir: &Path, region: &str) -> Store {
             doc_cache_size: 100,
             io_statistics: false,
             history_entries: 1000,
+            tenants: Default::default(),
         },
     )
     .unwrap()
@@ -311,4 +312,119 @@ fn reopening_fills_holes_in_the_local_log() {
             .collect::<Vec<_>>(),
         vec![(1, false), (2, true), (3, false)]
     );
+}
+
+fn open_with(dir: &Path, tenants: &[(&str, TenantPolicy)]) -> Store {
+    let mut options = StoreOptions {
+        region: "eu".into(),
+        sync_writes: false,
+        doc_cache_size: 100,
+        io_statistics: false,
+        history_entries: 1000,
+        tenants: Default::default(),
+    };
+    for (name, policy) in tenants {
+        options.tenants.insert(name.to_string(), policy.clone());
+    }
+    Store::open(dir, options).unwrap()
+}
+
+fn is_uniqueness<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Scim(ScimError::Uniqueness(_))))
+}
+
+#[test]
+fn a_taken_user_name_is_refused_unless_the_tenant_answers_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let replays = TenantPolicy {
+        idempotent_create: true,
+        ..TenantPolicy::default()
+    };
+    let store = open_with(dir.path(), &[("lenient", replays)]);
+    let alice = attrs(json!({"userName": "alice", "active": true}));
+    let first = match store
+        .create("t", ResourceKind::User, alice.clone())
+        .unwrap()
+    {
+        Created::New(s) => s,
+        other => panic!("{other:?}"),
+    };
+    // The default: RFC 7644 §3.3, 409 for a taken userName, even with the same attributes.
+    assert!(is_uniqueness(store.create(
+        "t",
+        ResourceKind::User,
+        alice.clone()
+    )));
+    let other_case = attrs(json!({"userName": "ALICE", "active": true}));
+    assert!(is_uniqueness(store.create(
+        "t",
+        ResourceKind::User,
+        other_case.clone()
+    )));
+    // A tenant that opted in gets the existing user back for an identical POST only.
+    let created = store.create("lenient", ResourceKind::User, alice.clone());
+    let id = match created.unwrap() {
+        Created::New(s) => s.view["id"].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(id, first.view["id"], "ids are per tenant");
+    match store.create("lenient", ResourceKind::User, alice).unwrap() {
+        Created::Replay(s) => assert_eq!(s.view["id"], id),
+        other => panic!("{other:?}"),
+    }
+    assert!(is_uniqueness(store.create(
+        "lenient",
+        ResourceKind::User,
+        other_case
+    )));
+}
+
+#[test]
+fn group_display_names_are_unique_per_tenant_case_insensitively_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = TenantPolicy {
+        unique_group_names: false,
+        ..TenantPolicy::default()
+    };
+    let store = open_with(dir.path(), &[("free", free)]);
+    let group = |tenant: &str, name: &str| {
+        store.create(
+            tenant,
+            ResourceKind::Group,
+            attrs(json!({"displayName": name})),
+        )
+    };
+    let admins = match group("t", "Admins").unwrap() {
+        Created::New(s) => s.view["id"].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(is_uniqueness(group("t", "admins")));
+    assert!(group("u", "Admins").is_ok(), "names are per tenant");
+    let ops = match group("t", "Ops").unwrap() {
+        Created::New(s) => s.view["id"].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    // A rename to a taken name is refused; to a free one (or its own, in another case) is not.
+    let rename = |id: &str, to: &str| {
+        let to = to.to_string();
+        store.update("t", ResourceKind::Group, id, None, &move |old: &Map<
+            String,
+            Value,
+        >| {
+            let mut new = old.clone();
+            new.insert("displayName".into(), json!(to));
+            Ok((new, vec!["displayName".into()]))
+        })
+    };
+    assert!(is_uniqueness(rename(&ops, "ADMINS")));
+    rename(&admins, "ADMINS").unwrap();
+    rename(&ops, "Operations").unwrap();
+    // Deleting a group frees its name.
+    store
+        .delete("t", ResourceKind::Group, &admins, None)
+        .unwrap();
+    assert!(group("t", "admins").is_ok());
+    // A tenant that turned uniqueness off may have two groups of one name.
+    assert!(group("free", "Admins").is_ok());
+    assert!(group("free", "Admins").is_ok());
 }

@@ -13,10 +13,11 @@ pub(super) const MAX_WRITES_PER_ENTRY: usize = 10_000;
 impl Store {
     /// Create a resource from normalised attributes (no `schemas`, `id`, `meta`).
     ///
-    /// Users get a deterministic id from (tenant, userName), so concurrent or replayed POSTs of
-    /// one user meet on one document. A POST whose userName is taken answers `Replay` when the
-    /// existing user already has exactly these attributes (the retry of a POST whose response was
-    /// lost) and a `uniqueness` error otherwise.
+    /// Users get a deterministic id from (tenant, userName), so POSTs of one user that race in
+    /// two regions meet on one document. A POST whose userName is taken is a `uniqueness`
+    /// error, unless the tenant's policy answers replays idempotently and the existing user has
+    /// exactly these attributes (then `Replay`). A group whose displayName is taken is a
+    /// `uniqueness` error when the tenant keeps group names unique (the default).
     pub fn create(
         &self,
         tenant: &str,
@@ -26,6 +27,22 @@ impl Store {
         self.check_writable()?;
         match kind {
             ResourceKind::Group => {
+                let name = self
+                    .unique_attr(tenant, kind)
+                    .and_then(|attr| attrs.get(attr))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let _n = name
+                    .as_deref()
+                    .map(|n| self.name_lock(tenant, kind, &ids::normalize_case_insensitive(n)));
+                if let Some(name) = &name {
+                    if !self.lookup(tenant, kind, "displayName", name)?.is_empty() {
+                        return Err(ScimError::Uniqueness(format!(
+                            "displayName {name:?} is already taken"
+                        ))
+                        .into());
+                    }
+                }
                 let id = ids::random_id();
                 let members = members_by_id(attrs.get("members"));
                 let mut locks = vec![(tenant, id.as_str())];
@@ -39,17 +56,17 @@ impl Store {
                     .and_then(Value::as_str)
                     .ok_or_else(|| ScimError::InvalidValue("userName is required".into()))?
                     .to_string();
-                let _n = lock(
-                    &self.name_locks[stripe((tenant, ids::normalize_case_insensitive(&user_name)))],
-                );
+                let _n = self.name_lock(tenant, kind, &ids::normalize_case_insensitive(&user_name));
                 if let Some(existing) = self
                     .lookup(tenant, kind, "userName", &user_name)?
                     .into_iter()
                     .next()
                 {
-                    if let Some(stored) = self.get(tenant, kind, &existing)? {
-                        if same_attrs(&stored.view, &attrs) {
-                            return Ok(Created::Replay(stored));
+                    if self.policy(tenant).idempotent_create {
+                        if let Some(stored) = self.get(tenant, kind, &existing)? {
+                            if same_attrs(&stored.view, &attrs) {
+                                return Ok(Created::Replay(stored));
+                            }
                         }
                     }
                     return Err(ScimError::Uniqueness(format!(
@@ -71,6 +88,27 @@ impl Store {
                 )))
             }
         }
+    }
+
+    /// The write policy of `tenant`.
+    pub fn policy(&self, tenant: &str) -> TenantPolicy {
+        self.tenants.get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// The attribute whose value is unique in `tenant` for `kind`, under its policy.
+    fn unique_attr(&self, tenant: &str, kind: ResourceKind) -> Option<&'static str> {
+        match kind {
+            ResourceKind::User => Some("userName"),
+            ResourceKind::Group => self
+                .policy(tenant)
+                .unique_group_names
+                .then_some("displayName"),
+        }
+    }
+
+    /// The lock of one normalised unique name (taken before any id lock).
+    fn name_lock(&self, tenant: &str, kind: ResourceKind, norm: &str) -> MutexGuard<'_, ()> {
+        lock(&self.name_locks[stripe((tenant, kind.endpoint(), norm))])
     }
 
     /// Write a new resource (the caller holds its stripe and, for a group, its members'):
@@ -235,6 +273,23 @@ impl Store {
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
         self.check_writable()?;
+        self.update_group_as(tenant, id, if_match, touch, named, f, None)
+    }
+
+    /// [`Store::update_group_removing`] holding the lock of the name `held` (a rename to a
+    /// unique displayName: the name's lock is taken before any id lock, so the first pass
+    /// learns the new name, lets go, and the second writes under both).
+    #[allow(clippy::too_many_arguments)]
+    fn update_group_as(
+        &self,
+        tenant: &str,
+        id: &str,
+        if_match: Option<&str>,
+        touch: &Touch,
+        named: &BTreeSet<String>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+        held: Option<(&str, u8)>,
+    ) -> Result<Stored, StoreError> {
         let kind = ResourceKind::Group;
         let _guards = match touch {
             Touch::All => self.lock_all(),
@@ -285,7 +340,49 @@ impl Store {
                 // every stripe (correct whatever it touches).
                 self.cache_put(key, doc);
                 drop(_guards);
-                return self.update_group_removing(tenant, id, if_match, &Touch::All, named, f);
+                return self.update_group_as(tenant, id, if_match, &Touch::All, named, f, held);
+            }
+        }
+        if let Some(attr) = self.unique_attr(tenant, kind) {
+            let norm = |a: &Map<String, Value>| {
+                a.get(attr)
+                    .and_then(Value::as_str)
+                    .map(ids::normalize_case_insensitive)
+            };
+            if let Some(new_norm) =
+                norm(&new_attrs).filter(|n| Some(n) != norm(&old_attrs).as_ref())
+            {
+                match held {
+                    Some((name, _)) if name == new_norm => {
+                        let taken = self.lookup(tenant, kind, attr, &new_norm)?;
+                        if taken.iter().any(|other| other != id) {
+                            self.cache_put(key, doc);
+                            return Err(ScimError::Uniqueness(format!(
+                                "{attr} {:?} is already taken",
+                                new_attrs
+                                    .get(attr)
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                            ))
+                            .into());
+                        }
+                    }
+                    Some((_, passes)) if passes >= 4 => {
+                        self.cache_put(key, doc);
+                        return Err(ScimError::Unavailable(
+                            "the group's name keeps changing under concurrent writes".into(),
+                        )
+                        .into());
+                    }
+                    _ => {
+                        self.cache_put(key, doc);
+                        drop(_guards);
+                        let _n = self.name_lock(tenant, kind, &new_norm);
+                        let passes = held.map_or(1, |(_, p)| p + 1);
+                        let held = Some((new_norm.as_str(), passes));
+                        return self.update_group_as(tenant, id, if_match, touch, named, f, held);
+                    }
+                }
             }
         }
         let mut changes = Vec::new();
@@ -368,8 +465,9 @@ impl Store {
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
         records: &[Conflict],
     ) -> Result<Stored, StoreError> {
-        // A userName change must hold the new name's lock (always taken before the id lock), so
-        // the first pass learns the new name and a second pass writes under both locks.
+        // A change of the unique name (a userName, or a group's displayName when the tenant keeps
+        // them unique) must hold the new name's lock (always taken before the id lock), so the
+        // first pass learns the new name and a second pass writes under both locks.
         let mut name_guard: Option<(String, MutexGuard<'_, ()>)> = None;
         for _ in 0..4 {
             let id_guard = lock(&self.id_locks[stripe((tenant, id))]);
@@ -390,34 +488,34 @@ impl Store {
                     return Err(e.into());
                 }
             };
-            if kind == ResourceKind::User {
+            if let Some(attr) = self.unique_attr(tenant, kind) {
                 let old_name = old
-                    .get("userName")
+                    .get(attr)
                     .and_then(Value::as_str)
                     .map(ids::normalize_case_insensitive);
                 let new_name = new
-                    .get("userName")
+                    .get(attr)
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
                 let new_norm = ids::normalize_case_insensitive(&new_name);
-                if old_name.as_deref() != Some(new_norm.as_str()) {
+                if !new_name.is_empty() && old_name.as_deref() != Some(new_norm.as_str()) {
                     if name_guard.as_ref().map(|(n, _)| n) != Some(&new_norm) {
                         self.cache_put(key, doc);
                         drop(id_guard);
                         drop(name_guard.take());
-                        let g = lock(&self.name_locks[stripe((tenant, new_norm.clone()))]);
+                        let g = self.name_lock(tenant, kind, &new_norm);
                         name_guard = Some((new_norm, g));
                         continue;
                     }
                     let taken = self
-                        .lookup(tenant, kind, "userName", &new_name)?
+                        .lookup(tenant, kind, attr, &new_name)?
                         .into_iter()
                         .any(|other| other != id);
                     if taken {
                         self.cache_put(key, doc);
                         return Err(ScimError::Uniqueness(format!(
-                            "userName {new_name:?} is already taken"
+                            "{attr} {new_name:?} is already taken"
                         ))
                         .into());
                     }

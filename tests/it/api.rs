@@ -109,46 +109,85 @@ async fn user_crud_round_trip_with_location_and_etag() {
 }
 
 #[tokio::test]
-async fn replayed_post_yields_one_user_and_a_different_payload_conflicts() {
-    let r = Region::start();
-    let first = r.create_user("replay@example.com").await;
+async fn a_second_post_of_a_taken_user_name_answers_409_unless_the_tenant_opts_into_replays() {
+    // Tenant t1 has the default policy (RFC 7644 §3.3); t2 opted into idempotent replays.
+    let r = Region::start_with(
+        &["t1", "t2"],
+        &[("GEOSCIM_TENANTS", "{t2 = {idempotent_create = true}}")],
+    );
+    let token = |tenant: &str| {
+        let found = r.tokens.iter().find(|(t, _)| t == tenant);
+        found.expect("a token of the tenant").1.clone()
+    };
+    let post = |tenant: &'static str, body: Value| {
+        let token = token(tenant);
+        let r = &r;
+        async move { r.req_as(&token, Method::POST, "/Users", Some(body)).await }
+    };
+    let same = json!({"schemas": [USER], "userName": "replay@example.com", "active": true});
+    let (s, first) = post("t1", same.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let (s, body) = post("t1", same.clone()).await;
+    assert_scim_error(s, &body, StatusCode::CONFLICT, Some("uniqueness"));
+    let (s, first2) = post("t2", same.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{first2}");
     for _ in 0..3 {
-        let (s, again) = r
-            .req(
-                Method::POST,
-                "/Users",
-                Some(json!({
-                    "schemas": [USER], "userName": "replay@example.com", "active": true
-                })),
+        let (s, again) = post("t2", same.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{again}");
+        assert_eq!(again["id"], first2["id"]);
+        assert_eq!(again["meta"]["version"], first2["meta"]["version"]);
+    }
+    // Same userName in another case, different payload: taken, for both policies.
+    let other = json!({
+        "schemas": [USER], "userName": "REPLAY@example.com", "displayName": "Someone else"
+    });
+    for tenant in ["t1", "t2"] {
+        let (s, body) = post(tenant, other.clone()).await;
+        assert_scim_error(s, &body, StatusCode::CONFLICT, Some("uniqueness"));
+        let (_, list) = r
+            .req_as(
+                &token(tenant),
+                Method::GET,
+                "/Users?filter=userName%20eq%20%22replay%40example.com%22",
+                None,
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{again}");
-        assert_eq!(again["id"], first["id"]);
-        assert_eq!(again["meta"]["version"], first["meta"]["version"]);
+        assert_eq!(list["totalResults"], json!(1), "{tenant}: {list}");
     }
-    // Same userName in another case, different payload: taken.
+}
+
+#[tokio::test]
+async fn group_display_names_are_unique_in_a_tenant_and_a_filter_finds_the_one() {
+    let r = Region::start();
+    let group = |name: &str| json!({"schemas": [GROUP], "displayName": name});
+    let (s, admins) = r.req(Method::POST, "/Groups", Some(group("Admins"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{admins}");
+    let (s, body) = r.req(Method::POST, "/Groups", Some(group("ADMINS"))).await;
+    assert_scim_error(s, &body, StatusCode::CONFLICT, Some("uniqueness"));
+    let (s, ops) = r.req(Method::POST, "/Groups", Some(group("Ops"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{ops}");
     let (s, body) = r
         .req(
-            Method::POST,
-            "/Users",
-            Some(json!({
-                "schemas": [USER], "userName": "REPLAY@example.com", "displayName": "Someone else"
-            })),
+            Method::PATCH,
+            &format!("/Groups/{}", ops["id"].as_str().unwrap()),
+            Some(json!({"schemas": [PATCH],
+                "Operations": [{"op": "replace", "path": "displayName", "value": "admins"}]})),
         )
         .await;
     assert_scim_error(s, &body, StatusCode::CONFLICT, Some("uniqueness"));
     let (_, list) = r
         .req(
             Method::GET,
-            "/Users?filter=userName%20eq%20%22replay%40example.com%22",
+            "/Groups?filter=displayName%20eq%20%22admins%22&excludedAttributes=members",
             None,
         )
         .await;
-    assert_eq!(list["totalResults"], json!(1));
+    assert_eq!(list["totalResults"], json!(1), "{list}");
+    assert_eq!(list["Resources"][0]["id"], admins["id"]);
 }
 
 #[tokio::test]
-async fn concurrent_posts_of_one_user_yield_one_id() {
+async fn concurrent_posts_of_one_user_create_it_once_and_the_rest_answer_409() {
     let r = Region::start();
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -167,13 +206,25 @@ async fn concurrent_posts_of_one_user_yield_one_id() {
             (resp.status(), resp.json::<Value>().await.unwrap())
         }));
     }
-    let mut ids = std::collections::BTreeSet::new();
+    let mut created = Vec::new();
     for t in tasks {
         let (s, v) = t.await.unwrap();
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        ids.insert(v["id"].as_str().unwrap().to_string());
+        if s == StatusCode::CREATED {
+            created.push(v["id"].clone());
+        } else {
+            assert_scim_error(s, &v, StatusCode::CONFLICT, Some("uniqueness"));
+        }
     }
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(created.len(), 1, "{created:?}");
+    let (_, list) = r
+        .req(
+            Method::GET,
+            "/Users?filter=userName%20eq%20%22race%40example.com%22",
+            None,
+        )
+        .await;
+    assert_eq!(list["totalResults"], json!(1), "{list}");
+    assert_eq!(list["Resources"][0]["id"], created[0]);
 }
 
 #[tokio::test]

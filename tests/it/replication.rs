@@ -165,7 +165,7 @@ async fn sync_mode_answers_503_without_a_quorum_and_keeps_the_write() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().get("retry-after").is_some());
     assert!(started.elapsed() < Duration::from_secs(5));
-    // The change stays here and replicates once the peer is back; the retry is idempotent.
+    // The change stays here and replicates once the peer is back.
     assert!(user_named(&a, "no-quorum@example.com").await.is_some());
     let b = b.restart();
     eventually(30, "the kept write reaches the peer", || {
@@ -177,14 +177,15 @@ async fn sync_mode_answers_503_without_a_quorum_and_keeps_the_write() {
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "no-quorum@example.com"
         })))
         .await;
+    // The retry of the 503'd POST finds the kept user: 409, never a second user.
     assert_eq!(
         s,
-        StatusCode::CREATED,
+        StatusCode::CONFLICT,
         "the retry of the 503'd POST: {again}"
     );
+    assert_eq!(again["scimType"], json!("uniqueness"));
     let kept = user_named(&a, "no-quorum@example.com").await.unwrap();
-    assert_eq!(again["id"], kept["id"]);
-    assert_ne!(again["id"], first["id"]);
+    assert_ne!(kept["id"], first["id"]);
 }
 
 #[tokio::test]
