@@ -1,7 +1,8 @@
 # Users idp-sim leaves active and present: index i with i % 3 == 2 and i % 5 != 4 (2, 17, …).
 # Region loss, rehearsed against real regions on this machine, asserted step by step:
 #   all up -> provision through DNS -> lose eu (down) -> provision while it is away -> restore,
-#   converged -> lose eu again (kill fault) -> provision -> restore, converged.
+#   converged -> lose eu again (kill fault) -> provision -> restore, converged -> hang eu
+#   (stop fault: SIGSTOP) -> resume, converged.
 # Every run applies the stack with its variables; state carries over from run to run, and
 # `terraform test` destroys everything at the end (scripts/terraform-test then checks that no
 # process is left behind). The waits are bounded polls inside data.geoscim_cluster.now: its
@@ -167,5 +168,45 @@ run "eu_restored" {
   assert {
     condition     = alltrue([for r in data.geoscim_cluster.now.regions : !r.diverged])
     error_message = "no region may report diverged documents"
+  }
+}
+
+run "eu_hung" {
+  variables {
+    step   = "eu_hung"
+    faults = [{ kind = "stop", region = "eu" }]
+    provision = {
+      before      = { client_subnet = "10.1.0.0/24", users = 20 }
+      during_down = { client_subnet = "10.1.0.0/24", users = 20 }
+      during_kill = { client_subnet = "10.1.0.0/24", users = 20 }
+    }
+    check_user = "during_kill-user-17@example.com"
+    wait_for   = "answers"
+  }
+
+  assert {
+    condition     = !contains(data.geoscim_cluster.now.up, "eu") && !contains(["eu", ""], data.geoscim_cluster.now.answers["eu"])
+    error_message = "a hung eu (SIGSTOP) must read down and DNS must avoid it: ${jsonencode(data.geoscim_cluster.now.answers)}"
+  }
+  assert {
+    condition     = alltrue([for u in data.geoscim_user.check : u.found])
+    error_message = "the survivors must serve the users while eu hangs"
+  }
+}
+
+run "eu_resumed" {
+  variables {
+    step = "eu_resumed"
+    provision = {
+      before      = { client_subnet = "10.1.0.0/24", users = 20 }
+      during_down = { client_subnet = "10.1.0.0/24", users = 20 }
+      during_kill = { client_subnet = "10.1.0.0/24", users = 20 }
+    }
+    wait_for = "converged"
+  }
+
+  assert {
+    condition     = data.geoscim_cluster.now.converged && data.geoscim_cluster.now.answers["eu"] == "eu"
+    error_message = "eu must be answered again and the cluster converged: ${jsonencode(data.geoscim_cluster.now.regions)}"
   }
 }
