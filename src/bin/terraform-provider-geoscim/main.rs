@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - `provider`: the provider and the resources and data sources it serves.
-//! - `region`: `geoscim_region`, one region as a detached `geoscim serve` process.
+//! - `region`: `geoscim_region`, one region as a detached `geoscim serve` process;
+//!   `region_state` its attributes and defaults, `lifecycle` its files and process as read.
 //! - `regionconf`: pure: a region's settings checked and rendered as its region file.
 //! - `process`: starting detached processes, liveness (zombies are dead), stopping.
 //! - `certs`, `token`, `fault`: `geoscim_cluster_certs`, `geoscim_token`, `geoscim_fault`.
@@ -18,10 +19,12 @@
 mod certs;
 mod cluster;
 mod fault;
+mod lifecycle;
 mod probe;
 mod process;
 mod provider;
 mod region;
+mod region_state;
 mod regionconf;
 mod schema;
 mod token;

@@ -6,420 +6,21 @@
 //! process through the pid file; a dead or zombie process reads as gone (so the plan shows the
 //! drift and apply starts it again), except while a `geoscim_fault` holds it down.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tf_provider::schema::{AttributeConstraint as C, AttributeType as T, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use crate::process::{self, Launch, Liveness};
-use crate::regionconf::{self, Member, Settings};
-use crate::schema::{attr, error_at, schema, string_map, strings, Number};
-
-/// One entry of `cluster`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct MemberValue {
-    pub name: Value<String>,
-    pub http: Value<String>,
-    pub quic: Value<String>,
-    pub dns: Value<String>,
-    pub lat: Value<Number>,
-    pub lon: Value<Number>,
-    pub serves: Value<Vec<String>>,
-}
-
-/// One entry of `tokens`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct TokenRef {
-    pub tenant: Value<String>,
-    pub sha256: Value<String>,
-}
-
-/// The attributes of a region (configuration and computed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct RegionState {
-    pub id: Value<String>,
-    pub name: Value<String>,
-    pub cluster: Value<Vec<MemberValue>>,
-    pub work_dir: Value<String>,
-    pub certs_dir: Value<String>,
-    pub binary: Value<String>,
-    pub data_dir: Value<String>,
-    pub zone: Value<String>,
-    pub replication_mode: Value<String>,
-    pub write_quorum: Value<i64>,
-    pub tokens: Value<Vec<TokenRef>>,
-    pub admin_token_hashes: Value<Vec<Value<String>>>,
-    pub tenant_homes: Value<BTreeMap<String, String>>,
-    pub env: Value<BTreeMap<String, String>>,
-    pub netns: Value<String>,
-    pub keep_data: Value<bool>,
-    pub stop_timeout_ms: Value<i64>,
-    pub start_timeout_ms: Value<i64>,
-    pub pid: Value<i64>,
-    pub running: Value<bool>,
-    pub status: Value<String>,
-    pub http_url: Value<String>,
-    pub config_file: Value<String>,
-    pub log_file: Value<String>,
-    pub launch_file: Value<String>,
-}
-
-/// Attributes whose change needs the region restarted (the region file is read at start): a
-/// plan that changes one replaces the region and says which.
-const RESTART_ATTRIBUTES: [&str; 14] = [
-    "name",
-    "cluster",
-    "work_dir",
-    "certs_dir",
-    "binary",
-    "data_dir",
-    "zone",
-    "replication_mode",
-    "write_quorum",
-    "tokens",
-    "admin_token_hashes",
-    "tenant_homes",
-    "env",
-    "netns",
-];
-
-fn s(v: &Value<String>) -> String {
-    v.as_ref_option().cloned().unwrap_or_default()
-}
-
-impl RegionState {
-    /// The restart-relevant attributes, each as comparable text.
-    fn restart_view(&self) -> BTreeMap<&'static str, String> {
-        let j = serde_json::to_value(self).unwrap_or_default();
-        RESTART_ATTRIBUTES
-            .iter()
-            .map(|k| (*k, j[*k].to_string()))
-            .collect()
-    }
-
-    fn files(&self) -> RegionFiles {
-        RegionFiles::new(Path::new(&s(&self.work_dir)), &s(&self.name))
-    }
-
-    /// Optional attributes not set take their defaults (known at plan time).
-    fn apply_defaults(&mut self) {
-        let files = self.files();
-        if self.binary.is_null() {
-            self.binary = Value::Value(default_binary().display().to_string());
-        }
-        if self.data_dir.is_null() {
-            self.data_dir = Value::Value(
-                files
-                    .dir
-                    .join(format!("{}-data", s(&self.name)))
-                    .display()
-                    .to_string(),
-            );
-        }
-        if self.zone.is_null() {
-            self.zone = Value::Value("geoscim.test".into());
-        }
-        if self.replication_mode.is_null() {
-            self.replication_mode = Value::Value("async".into());
-        }
-        if self.write_quorum.is_null() {
-            let n = self.cluster.as_ref_option().map(|c| c.len()).unwrap_or(1);
-            self.write_quorum = Value::Value(n.clamp(1, 2) as i64);
-        }
-        if self.keep_data.is_null() {
-            self.keep_data = Value::Value(false);
-        }
-        if self.stop_timeout_ms.is_null() {
-            self.stop_timeout_ms = Value::Value(10_000);
-        }
-        if self.start_timeout_ms.is_null() {
-            self.start_timeout_ms = Value::Value(30_000);
-        }
-        self.id = self.name.clone();
-        if !self.work_dir.is_unknown() && !self.name.is_unknown() {
-            self.config_file = Value::Value(files.config.display().to_string());
-            self.log_file = Value::Value(files.log.display().to_string());
-            self.launch_file = Value::Value(files.launch.display().to_string());
-        }
-        if let Some(me) = self.me() {
-            self.http_url = Value::Value(format!("http://{}", s(&me.http)));
-        }
-    }
-
-    /// Every setting is known (none waits for another resource's apply).
-    fn fully_known(&self) -> bool {
-        let cluster = match &self.cluster {
-            Value::Value(c) => c.iter().all(|m| {
-                !m.name.is_unknown()
-                    && !m.http.is_unknown()
-                    && !m.quic.is_unknown()
-                    && !m.dns.is_unknown()
-                    && !m.lat.is_unknown()
-                    && !m.lon.is_unknown()
-                    && !m.serves.is_unknown()
-            }),
-            Value::Null => true,
-            Value::Unknown => false,
-        };
-        let tokens = match &self.tokens {
-            Value::Value(t) => t
-                .iter()
-                .all(|t| !t.tenant.is_unknown() && !t.sha256.is_unknown()),
-            Value::Null => true,
-            Value::Unknown => false,
-        };
-        cluster
-            && tokens
-            && [
-                &self.name,
-                &self.work_dir,
-                &self.certs_dir,
-                &self.binary,
-                &self.data_dir,
-            ]
-            .iter()
-            .all(|v| !v.is_unknown())
-            && match &self.admin_token_hashes {
-                Value::Value(v) => v.iter().all(|h| !h.is_unknown()),
-                Value::Null => true,
-                Value::Unknown => false,
-            }
-            && !self.write_quorum.is_unknown()
-            && !self.env.is_unknown()
-            && !self.tenant_homes.is_unknown()
-    }
-
-    fn me(&self) -> Option<&MemberValue> {
-        let name = self.name.as_ref_option()?;
-        self.cluster
-            .as_ref_option()?
-            .iter()
-            .find(|m| m.name.as_ref_option() == Some(name))
-    }
-
-    /// The settings for the region file, or the attribute that is wrong.
-    pub fn settings(&self) -> Result<Settings, regionconf::Invalid> {
-        let cluster = self
-            .cluster
-            .as_ref_option()
-            .map(|c| {
-                c.iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        Ok(Member {
-                            name: s(&m.name),
-                            http: regionconf::parse_addr(
-                                &format!("cluster[{i}].http"),
-                                &s(&m.http),
-                            )?,
-                            quic: regionconf::parse_addr(
-                                &format!("cluster[{i}].quic"),
-                                &s(&m.quic),
-                            )?,
-                            dns: regionconf::parse_addr(&format!("cluster[{i}].dns"), &s(&m.dns))?,
-                            lat: m.lat.as_ref_option().map_or(0.0, |n| n.0),
-                            lon: m.lon.as_ref_option().map_or(0.0, |n| n.0),
-                            serves: m.serves.as_ref_option().cloned().unwrap_or_default(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        let settings = Settings {
-            name: s(&self.name),
-            cluster,
-            data_dir: s(&self.data_dir),
-            certs_dir: s(&self.certs_dir),
-            zone: s(&self.zone),
-            mode: s(&self.replication_mode),
-            write_quorum: self.write_quorum.as_ref_option().copied().unwrap_or(1),
-            tokens: self
-                .tokens
-                .as_ref_option()
-                .map(|t| t.iter().map(|t| (s(&t.tenant), s(&t.sha256))).collect())
-                .unwrap_or_default(),
-            admin_hashes: self
-                .admin_token_hashes
-                .as_ref_option()
-                .map(|v| v.iter().map(s).collect())
-                .unwrap_or_default(),
-            tenants: self
-                .tenant_homes
-                .as_ref_option()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
-        };
-        regionconf::check(&settings)?;
-        for key in self.env.as_ref_option().into_iter().flat_map(|m| m.keys()) {
-            if !key.starts_with("GEOSCIM_") {
-                return Err(regionconf::Invalid {
-                    attribute: "env".into(),
-                    problem: format!(
-                        "{key:?}: only GEOSCIM_* settings go here (see the README's configuration table)"
-                    ),
-                });
-            }
-        }
-        Ok(settings)
-    }
-
-    fn launch(&self) -> Launch {
-        let files = self.files();
-        Launch {
-            binary: PathBuf::from(s(&self.binary)),
-            args: vec![
-                "serve".into(),
-                "--config".into(),
-                files.config.display().to_string(),
-            ],
-            env: self
-                .env
-                .as_ref_option()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
-            log: files.log.clone(),
-            pid_file: files.pid.clone(),
-            netns: self
-                .netns
-                .as_ref_option()
-                .cloned()
-                .filter(|n| !n.is_empty()),
-            marker: files.config.display().to_string(),
-        }
-    }
-}
-
-/// The files of one region in its work dir.
-#[derive(Debug, Clone)]
-pub struct RegionFiles {
-    pub dir: PathBuf,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    pub pid: PathBuf,
-    pub launch: PathBuf,
-    pub resource: PathBuf,
-    /// Present while a `geoscim_fault` holds the region down (its kind inside).
-    pub fault: PathBuf,
-}
-
-impl RegionFiles {
-    pub fn new(dir: &Path, name: &str) -> RegionFiles {
-        RegionFiles {
-            dir: dir.to_path_buf(),
-            config: dir.join(format!("{name}.toml")),
-            log: dir.join(format!("{name}.log")),
-            pid: dir.join(format!("{name}.pid")),
-            launch: dir.join(format!("{name}.launch.json")),
-            resource: dir.join(format!("{name}.resource.json")),
-            fault: dir.join(format!("{name}.fault")),
-        }
-    }
-
-    /// The files of the region whose launch record is `launch_file`.
-    pub fn from_launch(launch_file: &Path) -> Option<RegionFiles> {
-        let name = launch_file
-            .file_name()?
-            .to_str()?
-            .strip_suffix(".launch.json")?;
-        Some(RegionFiles::new(launch_file.parent()?, name))
-    }
-}
-
-/// The `geoscim` binary next to this provider (both are built into the same cargo folder).
-pub fn default_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("geoscim")))
-        .unwrap_or_else(|| PathBuf::from("geoscim"))
-}
-
-/// What a read finds of a region's process.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observed {
-    pub pid: Option<i32>,
-    pub liveness: Liveness,
-    /// The kind of fault holding it, if one does.
-    pub fault: Option<String>,
-}
-
-/// Look at the region's process.
-pub fn observe(files: &RegionFiles, marker: &str) -> Observed {
-    let pid = process::read_pid(&files.pid);
-    Observed {
-        pid,
-        liveness: pid.map_or(Liveness::Dead, |p| process::liveness(p, marker)),
-        fault: std::fs::read_to_string(&files.fault)
-            .ok()
-            .map(|s| s.trim().to_string()),
-    }
-}
-
-/// The read's verdict: `None` is "gone" (Terraform drops it from the state and plans to create
-/// it again); otherwise whether it runs and what to show as its status.
-pub fn verdict(o: &Observed, health: Option<&str>) -> Option<(bool, String)> {
-    match (&o.liveness, &o.fault) {
-        (Liveness::Dead, Some(kind)) => Some((false, format!("down: {kind} fault"))),
-        (Liveness::Dead, None) => None,
-        (Liveness::Stopped, _) => Some((false, "stopped (SIGSTOP)".into())),
-        (Liveness::Running, _) => Some((true, health.unwrap_or("unreachable").to_string())),
-    }
-}
-
-/// Wait until the region answers `/health` with 200, or the process dies, or `timeout`.
-pub async fn wait_healthy(
-    http: &str,
-    pid: i32,
-    marker: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let client = crate::probe::client(Duration::from_millis(500));
-    let addr: std::net::SocketAddr = http.parse().map_err(|_| format!("bad address {http}"))?;
-    let start = Instant::now();
-    let mut last = "no answer".to_string();
-    while start.elapsed() < timeout {
-        if process::liveness(pid, marker) == Liveness::Dead {
-            return Err("the process exited".into());
-        }
-        match crate::probe::health(&client, addr).await {
-            Some((200, _)) => return Ok(()),
-            Some((code, body)) => last = format!("/health answered {code}: {body}"),
-            None => {}
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!(
-        "not healthy within {} ms ({last})",
-        timeout.as_millis()
-    ))
-}
-
-/// The last lines of a log, for error messages.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Stop a region's process (SIGTERM, SIGKILL after `timeout`), off the async runtime.
-pub async fn stop_region(
-    files: &RegionFiles,
-    marker: String,
-    timeout: Duration,
-) -> Result<bool, String> {
-    let Some(pid) = process::read_pid(&files.pid) else {
-        return Ok(false);
-    };
-    tokio::task::spawn_blocking(move || process::stop(pid, &marker, timeout))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
-}
+pub use crate::lifecycle::{default_binary, wait_healthy, RegionFiles};
+use crate::lifecycle::{log_tail, observe, stop_region, verdict};
+use crate::process::{self, Liveness};
+use crate::region_state::s;
+pub use crate::region_state::{MemberValue, RegionState};
+use crate::regionconf;
+use crate::schema::{attr, error_at, schema, string_map, strings};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RegionResource;
@@ -781,6 +382,9 @@ pub async fn start(state: &RegionState) -> Result<i32, (&'static str, String)> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::lifecycle::Observed;
+    use crate::schema::Number;
+    use std::path::Path;
 
     fn observed(l: Liveness, fault: Option<&str>) -> Observed {
         Observed {
@@ -1002,6 +606,41 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_running_region_can_be_imported_by_its_work_dir_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Diagnostics::default();
+        let (created, _) = RegionResource
+            .create(
+                &mut d,
+                single(dir.path(), 4),
+                Default::default(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap_or_else(|| panic!("create failed: {d:?}"));
+        let id = dir.path().join("solo").display().to_string();
+        let (imported, _) = RegionResource.import(&mut d, id).await.unwrap();
+        assert_eq!(imported.cluster, created.cluster);
+        assert_eq!(imported.data_dir, created.data_dir);
+        let (read, _) = RegionResource
+            .read(&mut d, imported, Default::default(), Default::default())
+            .await
+            .expect("the imported region runs");
+        assert_eq!(read.pid, created.pid);
+        let mut bad = Diagnostics::default();
+        assert!(RegionResource
+            .import(&mut bad, "/nowhere/x".into())
+            .await
+            .is_none());
+        assert!(format!("{bad:?}").contains("<work_dir>/<name>"));
+        RegionResource
+            .destroy(&mut d, read, Default::default(), Default::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_failed_create_leaves_nothing_running_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let planned = single(dir.path(), 2);
@@ -1044,45 +683,5 @@ pub(crate) mod tests {
         assert!(RegionResource.validate(&mut diags, st).await.is_none());
         let text = format!("{diags:?}");
         assert!(text.contains("cluster[1].http"), "{text}");
-    }
-}
-
-#[cfg(test)]
-mod wire_tests {
-    use super::*;
-
-    /// Terraform's MessagePack: a non-integer number that float64 cannot hold exactly comes
-    /// as a decimal string; unknown values are extension 0, also inside lists and objects.
-    #[test]
-    fn a_plan_with_decimal_coordinates_and_unknown_hashes_decodes() {
-        let mut st = tests::state(Path::new("/tmp/w"), "eu");
-        st.tokens = Value::Value(vec![TokenRef {
-            tenant: Value::Value("default".into()),
-            sha256: Value::Unknown,
-        }]);
-        st.admin_token_hashes = Value::Value(vec![Value::Unknown]);
-        let bytes = rmp_serde::to_vec_named(&st).unwrap();
-        let back: RegionState = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(back, st);
-        assert!(!back.fully_known());
-
-        #[derive(Serialize)]
-        struct Wire {
-            lat: &'static str,
-            lon: i64,
-        }
-        let bytes = rmp_serde::to_vec_named(&Wire {
-            lat: "50.11",
-            lon: 8,
-        })
-        .unwrap();
-        #[derive(Deserialize)]
-        struct Got {
-            lat: Value<Number>,
-            lon: Value<Number>,
-        }
-        let got: Got = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(got.lat, Value::Value(Number(50.11)));
-        assert_eq!(got.lon, Value::Value(Number(8.0)));
     }
 }
