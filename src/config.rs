@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod dashboard;
 mod dns;
+pub use dashboard::{DashboardConfig, DashboardRegion};
 pub use dns::{is_dns_name, DnsConfig, DnsNetwork, DnsRegion, DnsTenant};
 
 /// Prefix of the environment variables that override config keys.
@@ -70,6 +72,9 @@ pub struct Config {
     /// The geo-DNS responder and its health prober; absent: no responder.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// The conflict dashboard at `/dashboard`: sessions, streams, chart samples, peer URLs.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
 }
 
 /// Replication over QUIC with mutual TLS (see `geoscim certs`).
@@ -439,6 +444,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin_tokens",
     "replication",
     "dns",
+    "dashboard",
 ];
 
 impl Config {
@@ -622,6 +628,7 @@ impl Config {
         if let Some(d) = &self.dns {
             d.validate(&self.region)?;
         }
+        self.dashboard.validate()?;
         for token in &self.tokens {
             if !crate::ids::is_valid_name(&token.tenant) {
                 return invalid(

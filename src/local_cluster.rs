@@ -87,6 +87,13 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
                         println!("geoscim: admin token (all regions): {admin_token}");
+                        for (r, u) in &urls {
+                            let base = u.strip_suffix("/scim/v2").unwrap_or(u);
+                            println!(
+                                "geoscim: dashboard of region {r}: {base}/dashboard \
+                                 (sign in with the admin token)"
+                            );
+                        }
                         for line in try_lines(&configs, &exe, &token) {
                             println!("{line}");
                         }
