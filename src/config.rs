@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod dashboard;
 mod dns;
+pub use dashboard::{DashboardConfig, DashboardRegion};
 pub use dns::{is_dns_name, DnsConfig, DnsNetwork, DnsRegion, DnsTenant};
 
 /// Prefix of the environment variables that override config keys.
@@ -74,6 +76,9 @@ pub struct Config {
     /// Every region must have the same: they decide what a write answers.
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+    /// The conflict dashboard at `/dashboard`: sessions, streams, chart samples, peer URLs.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
 }
 
 /// `[tenants.<name>]`: how one tenant's creates and renames treat names already taken.
@@ -461,6 +466,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "replication",
     "dns",
     "tenants",
+    "dashboard",
 ];
 
 impl Config {
@@ -644,6 +650,7 @@ impl Config {
         if let Some(d) = &self.dns {
             d.validate(&self.region)?;
         }
+        self.dashboard.validate()?;
         for token in &self.tokens {
             if !crate::ids::is_valid_name(&token.tenant) {
                 return invalid(

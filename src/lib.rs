@@ -31,6 +31,11 @@
 //!   conflict log and resource histories behind admin tokens): auth, admission and timeouts,
 //!   SCIM error mapping, rendering of resources with paged members (`render`) and lists
 //!   (`list`).
+//! - `dashboard`: the conflict dashboard at `/dashboard` (one embedded page; sign-in with an
+//!   admin token into a server-side session behind an HttpOnly cookie), the cluster view it
+//!   shows (`cluster`), and the charts' ring buffer of samples (`samples`). Its data comes from
+//!   the admin API (`api::admin_live`: cluster, pending offboardings, the live conflict feed,
+//!   resources, samples).
 //! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
 //! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
 //! - `cli`: the thin command line over `server` and `admin_client`.
@@ -44,6 +49,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod conflict;
+pub mod dashboard;
 pub mod dns;
 pub mod idp_sim;
 pub mod ids;

@@ -87,6 +87,9 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
                         println!("geoscim: admin token (all regions): {admin_token}");
+                        for line in dashboard_lines(&urls) {
+                            println!("{line}");
+                        }
                         for line in try_lines(&configs, &exe, &token) {
                             println!("{line}");
                         }
@@ -139,6 +142,18 @@ fn check_dns_tables(configs: &[Config]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where each region's dashboard is, from the SCIM base URLs by region.
+fn dashboard_lines(urls: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    urls.iter()
+        .map(|(r, u)| {
+            let base = u.strip_suffix("/scim/v2").unwrap_or(u);
+            format!(
+                "geoscim: dashboard of region {r}: {base}/dashboard (sign in with the admin token)"
+            )
+        })
+        .collect()
+}
+
 /// The `dig` and `idp-sim` lines to try the cluster's DNS with, when it has responders.
 fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
     let dns: Vec<&crate::config::DnsConfig> =
@@ -169,6 +184,29 @@ fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn up_prints_each_regions_dashboard_url() {
+        let urls = std::collections::BTreeMap::from([
+            (
+                "eu".to_string(),
+                "http://127.0.1.1:8080/scim/v2".to_string(),
+            ),
+            (
+                "us".to_string(),
+                "http://127.0.1.2:8080/scim/v2".to_string(),
+            ),
+        ]);
+        assert_eq!(
+            dashboard_lines(&urls),
+            [
+                "geoscim: dashboard of region eu: http://127.0.1.1:8080/dashboard (sign in with \
+                 the admin token)",
+                "geoscim: dashboard of region us: http://127.0.1.2:8080/dashboard (sign in with \
+                 the admin token)",
+            ]
+        );
+    }
 
     fn local(region: &str) -> Config {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions/local");

@@ -96,6 +96,8 @@ pub async fn serve(
 
     let http = state.config.http.clone();
     let app = api::app(state.clone());
+    // The dashboard's chart samples, for as long as the region serves.
+    let sampler = tokio::spawn(crate::dashboard::samples::run(state.clone()));
     let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -138,6 +140,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    sampler.abort();
     let grace = std::time::Duration::from_millis(http.request_timeout_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -4,6 +4,12 @@
 //!
 //! - `GET /admin/v1/conflicts?tenant=&rule=&resource=&since=&until=&startIndex=&count=`
 //! - `GET /admin/v1/resources/{type}/{id}/history?tenant=`
+//! - the live views of `admin_live` (cluster, pending offboardings, the conflict stream,
+//!   resources, chart samples).
+//!
+//! Every route is a read (GET). Besides an admin bearer token, the dashboard's session cookie
+//! is accepted (`dashboard::session`): SameSite=Strict, so another site's page cannot make the
+//! browser send it, and a read changes nothing.
 //!
 //! Answers are plain `application/json`; errors are SCIM error bodies like everywhere else.
 
@@ -32,17 +38,45 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             "/resources/{kind}/{id}/history",
             get(resource_history).fallback(not_allowed),
         )
+        .route(
+            "/conflicts/stream",
+            get(super::admin_live::conflict_stream).fallback(not_allowed),
+        )
+        .route(
+            "/cluster",
+            get(super::admin_live::cluster_view).fallback(not_allowed),
+        )
+        .route(
+            "/offboardings/pending",
+            get(super::admin_live::pending_offboardings).fallback(not_allowed),
+        )
+        .route(
+            "/resources/{kind}",
+            get(super::admin_live::resource_search).fallback(not_allowed),
+        )
+        .route(
+            "/resources/{kind}/{id}",
+            get(super::admin_live::resource).fallback(not_allowed),
+        )
+        .route(
+            "/samples",
+            get(super::admin_live::samples).fallback(not_allowed),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state, authenticate_admin))
 }
 
-/// An admin bearer token, else 401. Tenant tokens are not admin tokens.
+/// An admin bearer token or a live dashboard session, else 401. Tenant tokens are not admin
+/// tokens.
 async fn authenticate_admin(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
     let token = super::bearer_token(request.headers());
+    if token.is_none() && state.dashboard.session(request.headers()).is_some() {
+        return next.run(request).await;
+    }
     let Some(token) = token else {
         return ApiError(ScimError::Unauthorized(
             "an admin bearer token is required".into(),
@@ -59,7 +93,10 @@ async fn authenticate_admin(
 }
 
 /// A query string as (name, value) pairs; each name at most once.
-fn params(raw: Option<String>, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn params(
+    raw: Option<String>,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, ApiError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         let Some(name) = known.iter().find(|n| n.eq_ignore_ascii_case(&k)) else {
@@ -142,7 +179,7 @@ fn comparable_time(name: &str, text: &str) -> Result<String, ApiError> {
     ))
 }
 
-fn json_response(body: &Value) -> Response {
+pub(super) fn json_response(body: &Value) -> Response {
     let mut response =
         (StatusCode::OK, serde_json::to_vec(body).unwrap_or_default()).into_response();
     response.headers_mut().insert(
@@ -172,8 +209,17 @@ async fn conflicts(
     })))
 }
 
+/// `Users`/`User`/`Groups`/`Group`, any case; a SCIM 404 otherwise.
+pub(super) fn resource_kind(text: &str) -> Result<ResourceKind, ApiError> {
+    resource_kind_of(text).ok_or_else(|| {
+        ApiError(ScimError::NotFound(format!(
+            "unknown resource type {text:?}; use Users or Groups"
+        )))
+    })
+}
+
 /// `Users`/`User`/`Groups`/`Group`, any case.
-fn resource_kind(text: &str) -> Option<ResourceKind> {
+fn resource_kind_of(text: &str) -> Option<ResourceKind> {
     ResourceKind::ALL
         .into_iter()
         .find(|k| text.eq_ignore_ascii_case(k.name()) || text.eq_ignore_ascii_case(k.endpoint()))
@@ -226,11 +272,7 @@ async fn resource_history(
     Path((kind_text, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let kind = resource_kind(&kind_text).ok_or_else(|| {
-        ScimError::NotFound(format!(
-            "unknown resource type {kind_text:?}; use Users or Groups"
-        ))
-    })?;
+    let kind = resource_kind(&kind_text)?;
     let tenant = params(raw, &["tenant"])?
         .into_iter()
         .next()
@@ -317,9 +359,9 @@ mod tests {
 
     #[test]
     fn resource_types_are_case_insensitive_singular_or_plural() {
-        assert_eq!(resource_kind("users"), Some(ResourceKind::User));
-        assert_eq!(resource_kind("User"), Some(ResourceKind::User));
-        assert_eq!(resource_kind("GROUPS"), Some(ResourceKind::Group));
-        assert_eq!(resource_kind("roles"), None);
+        assert_eq!(resource_kind_of("users"), Some(ResourceKind::User));
+        assert_eq!(resource_kind_of("User"), Some(ResourceKind::User));
+        assert_eq!(resource_kind_of("GROUPS"), Some(ResourceKind::Group));
+        assert_eq!(resource_kind_of("roles"), None);
     }
 }

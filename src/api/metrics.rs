@@ -23,8 +23,39 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Plain running totals of answered requests, for the dashboard's charts (the labelled
+/// families above cannot be summed without encoding them).
+#[derive(Default)]
+pub struct RequestTotals {
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl RequestTotals {
+    /// Count one answered request with this status.
+    pub fn count(&self, status: u16) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Of those, answered with a 5xx status.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The API's metrics.
 pub struct Metrics {
+    /// Totals of `requests` without labels (not exported: the dashboard's charts read them).
+    pub totals: RequestTotals,
     registry: Registry,
     /// Requests by route, method and status.
     pub requests: Family<RequestLabels, Counter>,
@@ -126,6 +157,7 @@ impl Default for Metrics {
             peer_lookup_hits.clone(),
         );
         Metrics {
+            totals: RequestTotals::default(),
             registry,
             connections,
             connections_refused,

@@ -6,6 +6,7 @@
 //! router from state, so tests can drive it without a socket.
 
 mod admin;
+mod admin_live;
 mod discovery;
 mod list;
 pub mod metrics;
@@ -55,6 +56,8 @@ pub struct AppState {
     /// The geo-DNS view (health of every region, DNS metrics), when this region runs a
     /// responder; shown by `/health` and `/metrics`.
     pub dns: std::sync::OnceLock<Arc<crate::dns::View>>,
+    /// The dashboard's sessions, chart samples and stream count.
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             .iter()
             .map(|t| t.sha256.to_ascii_lowercase())
             .collect();
+        let dashboard = crate::dashboard::Dashboard::new(&config.dashboard);
         AppState {
             store,
             config,
@@ -75,6 +79,7 @@ impl AppState {
             replication: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             dns: std::sync::OnceLock::new(),
+            dashboard,
         }
     }
 }
@@ -164,6 +169,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/scim/v2", scim)
         .nest("/admin/v1", admin::router(state.clone()))
+        .merge(crate::dashboard::router())
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
@@ -353,6 +359,7 @@ async fn record_metrics(
             route: route.clone(),
         })
         .observe(start.elapsed().as_secs_f64());
+    state.metrics.totals.count(response.status().as_u16());
     state
         .metrics
         .requests
@@ -393,6 +400,20 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 /// 200 only when a real RocksDB write and read succeed; the JSON says why otherwise.
 async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let (status, body) = health_reading(&state).await;
+    let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// This process's version (shown by `/health` and the dashboard).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What `/health` answers: the status and the JSON body (also the dashboard's own reading).
+pub(crate) async fn health_reading(state: &Arc<AppState>) -> (StatusCode, Value) {
     let store = state.store.clone();
     let probe = tokio::time::timeout(
         std::time::Duration::from_secs(2),
@@ -440,12 +461,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     if let Some(dns) = state.dns.get() {
         body["dns"] = dns.status();
     }
-    let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    body["version"] = json!(VERSION);
+    body["uptime_secs"] = json!(state.dashboard.started.elapsed().as_secs());
+    (status, body)
 }
 
 /// A JSON request body, limited in size; malformed JSON is SCIM `invalidSyntax`, an oversized

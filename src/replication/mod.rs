@@ -10,6 +10,8 @@
 //!   ([`quic::TrafficMeter`]); [`certs`]: the cluster CA and region certificates.
 //! - [`store_log`]: the store seen as a [`Log`]; [`node`]: the runtime of one region (one task
 //!   owning the replicator) and the per-peer status `/health` and `/metrics` show.
+//! - [`pending`]: pure: which offboardings (the store's records at their log positions) some
+//!   peer has not acknowledged yet, from the marks each peer last reported.
 //! - [`discovery`]: peers from DNS SRV records (`replication.peers_srv`, hickory-resolver),
 //!   fed to `node`'s dialling next to the static `peers`.
 //!
@@ -111,6 +113,7 @@ pub mod certs;
 pub mod discovery;
 pub mod needs;
 pub mod node;
+pub mod pending;
 pub mod protocol;
 pub mod quic;
 pub mod snapshot;

@@ -145,6 +145,8 @@ struct PeerWatch {
     /// changes above the marks for a short while (until their log entries arrive), so a single
     /// transient mismatch can happen; the flag clears on the next match.
     diverged: bool,
+    /// When a message from the peer last arrived (the dashboard's "last contact").
+    last_contact: Option<Instant>,
 }
 
 impl PeerWatch {
@@ -439,6 +441,9 @@ async fn run(
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
+                if let Ev::Msg(peer, ..) = &ev {
+                    observed.entry(peer.clone()).or_default().last_contact = Some(Instant::now());
+                }
                 let log = StoreLog(&store);
                 match ev {
                     Ev::Local => rep.local_committed(now(), &log),
@@ -732,6 +737,7 @@ async fn run(
                     "bytes_sent": traffic.bytes_sent, "bytes_received": traffic.bytes_received,
                     "diverged": w.diverged, "digests_compared": w.digests_compared,
                     "digests_matched": w.digests_matched, "divergences": w.divergences,
+                    "last_contact_ms": w.last_contact.map(|t| t.elapsed().as_millis() as u64),
                 })
             })
             .collect();
@@ -836,6 +842,14 @@ impl Housekeeping {
                             "collected tombstones every region has seen"
                         ),
                         Err(e) => tracing::warn!(error = %e, "collecting tombstones failed"),
+                    }
+                    match store.collect_offboardings(&seen) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(
+                            collected = n,
+                            "offboardings every region has seen are no longer pending"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "collecting offboardings failed"),
                     }
                 });
             }

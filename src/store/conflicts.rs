@@ -2,6 +2,53 @@
 
 use super::*;
 
+/// Conflict records the live feed keeps in memory. It only has to cover what a stream reads
+/// between two looks (a fraction of a second), even when a healed partition indexes hundreds at
+/// once; a stream that falls further behind is told to read the log again.
+pub const FEED_CAPACITY: usize = 4096;
+
+/// The last [`FEED_CAPACITY`] conflict records this process indexed, each with its position
+/// (1, 2, …): the dashboard's live feed follows it without scanning the log.
+#[derive(Default)]
+pub(super) struct Feed {
+    inner: std::sync::Mutex<(u64, std::collections::VecDeque<(u64, Conflict)>)>,
+}
+
+impl Feed {
+    fn push(&self, records: &[Conflict]) {
+        if records.is_empty() {
+            return;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, items) = &mut *g;
+        for r in records {
+            *last += 1;
+            items.push_back((*last, r.clone()));
+            if items.len() > FEED_CAPACITY {
+                items.pop_front();
+            }
+        }
+    }
+
+    fn after(&self, after: u64) -> (Option<Vec<Conflict>>, u64) {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, items) = &*g;
+        if after >= *last {
+            return (Some(Vec::new()), *last);
+        }
+        let oldest = items.front().map_or(*last + 1, |(n, _)| *n);
+        if after + 1 < oldest {
+            return (None, *last);
+        }
+        let out = items
+            .iter()
+            .filter(|(n, _)| *n > after)
+            .map(|(_, c)| c.clone())
+            .collect();
+        (Some(out), *last)
+    }
+}
+
 impl Store {
     /// Stage the index entries of a conflict record this region does not hold yet; returns
     /// whether it was new.
@@ -25,13 +72,26 @@ impl Store {
         Ok(true)
     }
 
-    /// Count conflict records indexed by a committed batch.
-    pub(super) fn count_indexed(&self, rules: &[Rule]) {
-        for rule in rules {
-            if let Some(i) = Rule::ALL.iter().position(|r| r == rule) {
+    /// Count conflict records indexed by a committed batch, and show them in the live feed.
+    pub(super) fn count_indexed(&self, records: &[Conflict]) {
+        for record in records {
+            if let Some(i) = Rule::ALL.iter().position(|r| *r == record.rule) {
                 self.conflicts_indexed[i].fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.feed.push(records);
+    }
+
+    /// Conflict records indexed after feed position `after` (oldest first), and the position
+    /// to ask from next. `None` when some of them already left the feed (the reader fell more
+    /// than [`FEED_CAPACITY`] records behind): read the log again, from [`Store::conflicts`].
+    pub fn conflicts_after(&self, after: u64) -> (Option<Vec<Conflict>>, u64) {
+        self.feed.after(after)
+    }
+
+    /// The feed position of the last record indexed (0: none since this process started).
+    pub fn feed_position(&self) -> u64 {
+        self.feed.after(u64::MAX).1
     }
 
     /// Conflict records this process has indexed, per rule (for `/metrics`).
@@ -73,5 +133,45 @@ impl Store {
             total += 1;
         }
         Ok((total, page))
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    fn record(id: &str) -> Conflict {
+        Conflict {
+            id: id.into(),
+            tenant: "t".into(),
+            resource_type: "User".into(),
+            resource_id: "u".into(),
+            attribute: "active".into(),
+            rule: Rule::StickyDeactivation,
+            values: Vec::new(),
+            outcome: Value::Bool(false),
+            at: "2025-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn the_feed_hands_out_what_came_after_a_position_and_says_when_it_lost_some() {
+        let feed = Feed::default();
+        assert_eq!(feed.after(0), (Some(Vec::new()), 0));
+        feed.push(&[record("a"), record("b")]);
+        let (got, next) = feed.after(0);
+        assert_eq!(got.unwrap().len(), 2);
+        assert_eq!(next, 2);
+        let (got, _) = feed.after(1);
+        assert_eq!(got.unwrap()[0].id, "b");
+        let many: Vec<Conflict> = (0..FEED_CAPACITY + 5)
+            .map(|i| record(&i.to_string()))
+            .collect();
+        feed.push(&many);
+        let (lost, next) = feed.after(2);
+        assert_eq!(lost, None, "the reader fell too far behind");
+        assert_eq!(next, 2 + many.len() as u64);
+        let (recent, _) = feed.after(next - 3);
+        assert_eq!(recent.unwrap().len(), 3);
     }
 }

@@ -6,6 +6,17 @@ use super::*;
 /// The meta prefix of quarantined replicated entries (`q\0` + log key → reason, 0, bytes).
 const QUARANTINE: &[u8] = b"q\0";
 
+/// The time of the latest change among a document's heads (milliseconds since the epoch, as
+/// the writing region stamped it; 0 for a document without changes).
+fn latest_change_time(doc: &mut AutoCommit) -> i64 {
+    let heads = doc.get_heads();
+    heads
+        .iter()
+        .filter_map(|h| doc.get_change_by_hash(h).map(|c| c.timestamp()))
+        .max()
+        .unwrap_or(0)
+}
+
 impl Store {
     /// Apply consecutive log entries of `origin` received from a peer: merge each change into
     /// its document and each membership write into its record, re-materialise the views and
@@ -157,7 +168,19 @@ impl Store {
                 }
                 let resource = (first.tenant.as_str(), first.kind, first.id.as_str());
                 match self.stage_merged(&mut batch, resource, &mut doc, before, &mut merge) {
-                    Ok(()) => {}
+                    Ok(()) if merge.offboarded.is_empty() => {}
+                    Ok(()) => {
+                        // The offboarding is held wherever the last of these entries is.
+                        let last = seqs.iter().max().copied().unwrap_or(0);
+                        let at = latest_change_time(&mut doc);
+                        self.stage_offboardings(
+                            &mut batch,
+                            &mut merge.offboarded,
+                            origin,
+                            last,
+                            at,
+                        )?;
+                    }
                     Err(StoreError::Doc(e)) => {
                         // Nothing of this batch is written: staged again without these.
                         self.cache
@@ -197,7 +220,7 @@ impl Store {
                         if record.tenant == entry.tenant
                             && self.stage_record(&mut batch, &record)?
                         {
-                            merge.indexed.push(record.rule);
+                            merge.indexed.push(record.clone());
                         }
                     }
                 }
@@ -242,7 +265,7 @@ impl Store {
             if !self.stage_record(batch, &record)? {
                 continue;
             }
-            merge.indexed.push(record.rule);
+            merge.indexed.push(record.clone());
             let json =
                 serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             by_group
@@ -434,7 +457,7 @@ impl Store {
             }
             for record in conflict::recorded(doc).map_err(DocError::from)? {
                 if !before.recorded.contains(&record.id) && self.stage_record(batch, &record)? {
-                    merge.indexed.push(record.rule);
+                    merge.indexed.push(record.clone());
                 }
             }
         }

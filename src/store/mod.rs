@@ -40,6 +40,7 @@ mod members;
 mod merge;
 mod meta;
 mod migrate;
+pub mod offboarding;
 mod read;
 mod sizes;
 mod snapshot;
@@ -67,10 +68,12 @@ use crate::scim::schema::ResourceKind;
 use crate::scim::ScimError;
 use doc::{DocError, Stamp};
 
+pub use conflicts::FEED_CAPACITY;
 use digest::{deleted_term, heads_term, xor_into, xor_merge, DIGEST_KEY};
 pub use log::LogEntry;
 pub use members::{combined_version, groups_digest, member_json, MemberHistory};
 pub use sizes::CfSize;
+pub use offboarding::Offboarding;
 pub use snapshot::{SnapshotApply, SnapshotItem};
 use tombstones::{tomb_key, COLLECTED};
 
@@ -328,8 +331,11 @@ struct Merge {
     local: Vec<u64>,
     /// The heads-digest delta.
     delta: [u8; 32],
-    /// Rules of the conflict records newly indexed.
-    indexed: Vec<Rule>,
+    /// The conflict records newly indexed (counted, and shown by the live feed, after the commit).
+    indexed: Vec<Conflict>,
+    /// Deactivations and deletes this batch's view changes make, by (tenant, kind, id, action):
+    /// the commit site knows their log position and records them (see `offboarding`).
+    offboarded: Vec<(String, ResourceKind, String, offboarding::Action)>,
     /// (tenant, userName) of live users whose userName the merge set or changed: checked for a
     /// collision after the commit.
     users: Vec<(String, String)>,
@@ -381,6 +387,8 @@ pub struct Store {
     digest: Mutex<[u8; 32]>,
     /// Conflict records this process indexed, per rule (in [`Rule::ALL`] order).
     conflicts_indexed: [AtomicU64; 5],
+    /// The conflict records indexed most recently, numbered: the dashboard's live feed.
+    feed: conflicts::Feed,
     /// Replicated changes this process quarantined (`/metrics`; the entries stay in `meta`).
     quarantined: AtomicU64,
     /// Whether local writes go on, wait (at start, until a peer has said what it holds of this
@@ -554,6 +562,7 @@ impl Store {
             on_commit: std::sync::OnceLock::new(),
             digest: Mutex::new(digest),
             conflicts_indexed: Default::default(),
+            feed: Default::default(),
             quarantined: AtomicU64::new(0),
             write_gate: Default::default(),
             statistics: options.io_statistics.then_some(opts),

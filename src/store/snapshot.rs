@@ -343,7 +343,7 @@ impl Store {
         }
         for record in conflicts {
             if self.stage_record(&mut batch, record)? {
-                merge.indexed.push(record.rule);
+                merge.indexed.push(record.clone());
                 merged += 1;
             }
         }

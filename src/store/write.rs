@@ -537,7 +537,7 @@ impl Store {
             let mut indexed = Vec::new();
             for record in records {
                 if self.stage_record(&mut batch, record)? {
-                    indexed.push(record.rule);
+                    indexed.push(record.clone());
                 }
             }
             let delta = self.stage_doc(&mut batch, &key, before, &mut doc, None);
@@ -552,6 +552,8 @@ impl Store {
                 Some(&view),
             )?;
             let seq = self.stage_log(&mut batch, tenant, kind, id, &change)?;
+            let region = self.region.clone();
+            self.stage_offboardings(&mut batch, &mut m.offboarded, &region, seq, stamp.millis)?;
             self.commit(batch, &[seq], None, delta)?;
             self.count_indexed(&indexed);
             self.cache_put(key, doc);
@@ -624,6 +626,9 @@ impl Store {
             let head = (tenant, kind, id, None);
             self.stage_entries(&mut batch, &mut m, head, change, &removals, &seqs, &stamp)?;
             self.stage_view(&mut batch, &mut m, tenant, kind, id, Some(&old_view), None)?;
+            let last = *seqs.last().unwrap_or(&0);
+            let region = self.region.clone();
+            self.stage_offboardings(&mut batch, &mut m.offboarded, &region, last, stamp.millis)?;
             let mut marks = self.marks.hwm();
             marks.insert(self.region.clone(), *seqs.last().unwrap_or(&0));
             self.stage_tomb(&mut batch, &key, tenant, id, &marks)?;
@@ -650,6 +655,10 @@ impl Store {
         new: Option<&Value>,
     ) -> Result<(), StoreError> {
         let key = keys::resource(tenant, kind, id);
+        if let Some(action) = offboarding::transition(kind, old, new) {
+            m.offboarded
+                .push((tenant.to_string(), kind, id.to_string(), action));
+        }
         match new {
             Some(view) => batch.put_cf(
                 self.cf(CF_VIEWS),
