@@ -28,6 +28,7 @@ fn store(dir: &std::path::Path, region: &str) -> Store {
             doc_cache_size: 10,
             io_statistics: false,
             history_entries: 100,
+            tenants: Default::default(),
         },
     )
     .unwrap()

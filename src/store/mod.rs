@@ -72,8 +72,8 @@ pub use conflicts::FEED_CAPACITY;
 use digest::{deleted_term, heads_term, xor_into, xor_merge, DIGEST_KEY};
 pub use log::LogEntry;
 pub use members::{combined_version, groups_digest, member_json, MemberHistory};
-pub use sizes::CfSize;
 pub use offboarding::Offboarding;
+pub use sizes::CfSize;
 pub use snapshot::{SnapshotApply, SnapshotItem};
 use tombstones::{tomb_key, COLLECTED};
 
@@ -473,6 +473,14 @@ impl Store {
             }
             if *name == CF_COUNTS {
                 cf_opts.set_merge_operator_associative("counts", counts_merge);
+            }
+            if [CF_META, CF_COUNTS].contains(name) {
+                // Every membership change merges into its group's counters (and every write
+                // into the digest): without a bound, a busy group's key gathers tens of
+                // thousands of operands in the memtable, and each read of it folds them all
+                // (a GET of the group went from 0.2 to 11 ms after 42,000 changes). Past this
+                // many, the write folds them into one value instead.
+                cf_opts.set_max_successive_merges(64);
             }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
