@@ -440,6 +440,14 @@ impl Store {
             if *name == CF_COUNTS {
                 cf_opts.set_merge_operator_associative("counts", counts_merge);
             }
+            if [CF_META, CF_COUNTS].contains(name) {
+                // Every membership change merges into its group's counters (and every write
+                // into the digest): without a bound, a busy group's key gathers tens of
+                // thousands of operands in the memtable, and each read of it folds them all
+                // (a GET of the group went from 0.2 to 11 ms after 42,000 changes). Past this
+                // many, the write folds them into one value instead.
+                cf_opts.set_max_successive_merges(64);
+            }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
