@@ -166,19 +166,52 @@ fn measure_dir(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
+    let mut report = Report {
+        groups: Table::default(),
+        scale: Table::default(),
+        notes: Vec::new(),
+    };
     // On SIGTERM (the script's time bound) or Ctrl-C the run future is dropped, and with it
-    // every running region (their handles kill them).
+    // every running region (their handles kill them). Whatever was measured until then is
+    // still written, with the reason the run stopped.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = run(a) => r,
-        _ = term.recv() => anyhow::bail!("stopped by SIGTERM"),
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("stopped by Ctrl-C"),
+    let result = tokio::select! {
+        r = run(&a, &mut report) => r,
+        _ = term.recv() => Err(anyhow::anyhow!("stopped by SIGTERM")),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("stopped by Ctrl-C")),
+    };
+    if let Err(e) = &result {
+        report.note(format!("THE RUN STOPPED EARLY: {e:#}"));
     }
+    write_report(&report, Layout::new(&a).users(), a.out.as_deref())?;
+    result
 }
 
-async fn run(a: Args) -> anyhow::Result<()> {
+/// Print the tables and notes, and write them to `out`.
+fn write_report(report: &Report, users: usize, out_path: Option<&Path>) -> anyhow::Result<()> {
+    let mut out = String::new();
+    out += &format!(
+        "### Groups (members are real users; each group's members are in no other group)\n\n{}\n",
+        report.groups.markdown()
+    );
+    out += &format!(
+        "### {users} users in one region\n\n{}\n",
+        report.scale.markdown()
+    );
+    out += "### Notes\n\n";
+    for n in &report.notes {
+        out += &format!("- {n}\n");
+    }
+    println!("{out}");
+    if let Some(path) = out_path {
+        std::fs::write(path, &out)?;
+    }
+    Ok(())
+}
+
+async fn run(a: &Args, report: &mut Report) -> anyhow::Result<()> {
     let run_started = Instant::now();
-    let layout = Layout::new(&a);
+    let layout = Layout::new(a);
     std::fs::create_dir_all(&a.work)?;
     anyhow::ensure!(
         std::fs::read_dir(&a.work)?.next().is_none(),
@@ -186,11 +219,6 @@ async fn run(a: Args) -> anyhow::Result<()> {
         a.work.display()
     );
     let work = a.work.canonicalize()?;
-    let mut report = Report {
-        groups: Table::default(),
-        scale: Table::default(),
-        notes: Vec::new(),
-    };
     let http = Http::new();
     let n: u32 = rand::random();
     let net = format!("127.{}.{}", 10 + n % 200, 1 + (n >> 8) % 250);
@@ -368,8 +396,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .map(|n| format!("1 region {}", human(*n)))
         .collect();
-    let p99s = measure_mode(&http, &a, &layout, &groups, &target, &mut report, &cols).await;
-    ratio_rows(&mut report, &cols, &p99s);
+    let p99s = measure_mode(&http, a, &layout, &groups, &target, report, &cols).await;
+    ratio_rows(report, &cols, &p99s);
     // RSS after a warm-up of reads over every user.
     let mut rng = Lcg(99);
     for _ in 0..2000 {
@@ -400,7 +428,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     );
 
     // 3. In process: keys touched by one add and one remove.
-    io_phase(&eu_dir, &a, &layout, &groups, &mut report)?;
+    io_phase(&eu_dir, a, &layout, &groups, report)?;
 
     // 4. Three regions.
     let certs = work.join("certs");
@@ -547,8 +575,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .map(|n| format!("3 regions {}", human(*n)))
         .collect();
-    let p99s = measure_mode(&http, &a, &layout, &groups, &target, &mut report, &cols).await;
-    ratio_rows(&mut report, &cols, &p99s);
+    let p99s = measure_mode(&http, a, &layout, &groups, &target, report, &cols).await;
+    ratio_rows(report, &cols, &p99s);
     let h = http.health(&eu.url()).await;
     report.note(format!(
         "eu at the end: floor {}, marks {}",
@@ -604,22 +632,5 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let total = run_started.elapsed().as_secs_f64();
     report.note(format!("total run time {:.1} min", total / 60.0));
 
-    let mut out = String::new();
-    out += &format!(
-        "### Groups (members are real users; each group's members are in no other group)\n\n{}\n",
-        report.groups.markdown()
-    );
-    out += &format!(
-        "### {users} users in one region\n\n{}\n",
-        report.scale.markdown()
-    );
-    out += "### Notes\n\n";
-    for n in &report.notes {
-        out += &format!("- {n}\n");
-    }
-    println!("{out}");
-    if let Some(path) = &a.out {
-        std::fs::write(path, &out)?;
-    }
     Ok(())
 }
