@@ -232,12 +232,18 @@ function chart(title, unit, points) {
   const s = svg("svg", { viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": title + ": latest " + (points.length ? points[points.length - 1][1].toFixed(2) : "no data") + " " + unit });
   s.append(svg("line", { x1: pad, y1: h - 20, x2: w - 8, y2: h - 20, class: "axis" }));
   s.append(svg("line", { x1: pad, y1: 14, x2: pad, y2: h - 20, class: "axis" }));
-  const label = (text, lx, ly, anchor) => { const t = svg("text", { x: lx, y: ly, "text-anchor": anchor || "start" }); t.textContent = text; s.append(t); };
+  const label = (text, lx, ly, anchor, hover) => {
+    const t = svg("text", { x: lx, y: ly, "text-anchor": anchor || "start" });
+    t.textContent = text;
+    if (hover) { const tip = svg("title", {}); tip.textContent = hover; t.append(tip); }
+    s.append(t);
+  };
+  const local = (t) => "local: " + new Date(t).toLocaleString();
   label(max.toFixed(max < 10 ? 2 : 0), pad - 4, 18, "end");
   label("0", pad - 4, h - 20, "end");
   if (points.length) {
-    label(new Date(t0).toISOString().slice(11, 16) + "Z", pad, h - 4);
-    label(new Date(t1).toISOString().slice(11, 16) + "Z", w - 8, h - 4, "end");
+    label(new Date(t0).toISOString().slice(11, 16) + "Z", pad, h - 4, "start", local(t0));
+    label(new Date(t1).toISOString().slice(11, 16) + "Z", w - 8, h - 4, "end", local(t1));
     s.append(svg("polyline", { points: points.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" "), class: "series" }));
   } else {
     label("no samples yet", w / 2, h / 2, "middle");
