@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{eventually_ok, health_json, Region};
-use crate::partition::{ip, ip_ok, is_root, run, run_tag, spawn_in, unavailable, Netns};
+use crate::partition::{run, spawn_in, Bridged};
 
 const TOKEN: &str = "conflicts-test-token";
 const ADMIN_TOKEN: &str = "conflicts-admin-token-0123456789";
@@ -234,61 +234,15 @@ async fn same_everywhere(nodes: &[Node], path: &str) -> Result<Value, String> {
 /// Regions in namespaces on one bridged wan; dropping it (its [`Netns`]) stops the processes
 /// and removes everything.
 struct Wan {
-    _net: Netns,
+    net: Bridged,
     nodes: Vec<Node>,
-    /// Per region: (namespace, its wan veth, the bridge-side end).
-    links: Vec<(String, String, String)>,
-    bridge_ns: String,
     _tmp: tempfile::TempDir,
 }
 
 impl Wan {
     /// `None` when namespaces are unavailable (outside CI only; see [`unavailable`]).
     fn start(names: &[&'static str]) -> Option<Wan> {
-        if !is_root() {
-            unavailable("not running as root");
-            return None;
-        }
-        let (tag, k) = run_tag();
-        let mut net = Netns::new();
-        let bridge_ns = format!("{tag}-w");
-        if let Err(e) = net.add_namespace(&bridge_ns) {
-            unavailable(&e);
-            return None;
-        }
-        let bridge = format!("{tag}br");
-        if let Err(e) = ip(&["-n", &bridge_ns, "link", "add", &bridge, "type", "bridge"]) {
-            unavailable(&e);
-            return None;
-        }
-        ip_ok(&["-n", &bridge_ns, "link", "set", &bridge, "up"]);
-        let mut http_ips = Vec::new();
-        let mut links = Vec::new();
-        for (i, r) in names.iter().enumerate() {
-            let ns = format!("{tag}-{r}");
-            net.add_namespace(&ns).unwrap_or_else(|e| panic!("{e}"));
-            // Management /30s in the root namespace: 10.215.K.{4i}/30 (partition.rs: 10.213).
-            let (root_if, ns_if) = (format!("{tag}m{r}r"), format!("{tag}m{r}n"));
-            http_ips.push(net.management_link(&ns, (&root_if, &ns_if), &format!("10.215.{k}"), i));
-            let (wan_if, port_if) = (format!("{tag}w{r}"), format!("{tag}w{r}x"));
-            ip_ok(&[
-                "-n", &ns, "link", "add", &wan_if, "type", "veth", "peer", "name", &port_if,
-                "netns", &bridge_ns,
-            ]);
-            ip_ok(&["-n", &bridge_ns, "link", "set", &port_if, "master", &bridge]);
-            ip_ok(&["-n", &bridge_ns, "link", "set", &port_if, "up"]);
-            ip_ok(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", wan_ip(i)),
-                "dev",
-                &wan_if,
-            ]);
-            ip_ok(&["-n", &ns, "link", "set", &wan_if, "up"]);
-            links.push((ns, wan_if, port_if));
-        }
+        let mut wan = Bridged::start(names, 215, wan_ip)?;
 
         let tmp = tempfile::tempdir().unwrap();
         let certs = tmp.path().join("certs");
@@ -318,7 +272,7 @@ impl Wan {
                 "region = \"{r}\"\ndata_dir = \"{}\"\n[http]\nlisten = \"{}:0\"\n\
                  [replication]\nlisten = \"{}:{QUIC_PORT}\"\ncerts_dir = \"{}\"\n",
                 tmp.path().join(r).display(),
-                http_ips[i],
+                wan.mgmt[i],
                 wan_ip(i),
                 certs.display(),
             );
@@ -331,12 +285,12 @@ impl Wan {
             let config = tmp.path().join(format!("{r}.toml"));
             std::fs::write(&config, text).unwrap();
             let (child, url) = spawn_in(
-                &links[i].0,
+                &wan.links[i].0,
                 &config,
                 TOKEN,
                 &[("GEOSCIM_ADMIN_TOKENS", &admin)],
             );
-            net.children.push(child);
+            wan.net.children.push(child);
             nodes.push(Node {
                 name: r,
                 url,
@@ -344,20 +298,15 @@ impl Wan {
             });
         }
         Some(Wan {
-            _net: net,
+            net: wan,
             nodes,
-            links,
-            bridge_ns,
             _tmp: tmp,
         })
     }
 
     /// Take region `i`'s wan link down (`up: false`) or up again, at both ends.
     fn set_link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        let (ns, wan_if, port_if) = &self.links[i];
-        ip_ok(&["-n", ns, "link", "set", wan_if, state]);
-        ip_ok(&["-n", &self.bridge_ns, "link", "set", port_if, state]);
+        self.net.set_link(i, up);
     }
 }
 

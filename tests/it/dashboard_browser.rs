@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::partition::{ip, ip_ok, is_root, run, run_tag, spawn_in, unavailable, Netns};
+use crate::partition::{run, spawn_in, Bridged};
 
 const TOKEN: &str = "dashboard-test-token";
 const ADMIN_TOKEN: &str = "dashboard-admin-token-0123456789";
@@ -37,58 +37,15 @@ fn wan_ip(i: usize) -> String {
 
 /// Three regions in namespaces on one bridge; dropping it stops them and removes everything.
 struct Wan {
-    net: Netns,
+    net: Bridged,
     /// Each region's HTTP base URL from the root namespace (its management address).
     urls: Vec<String>,
-    links: Vec<(String, String, String)>,
-    bridge_ns: String,
     _tmp: tempfile::TempDir,
 }
 
 impl Wan {
     fn start(names: &[&str]) -> Option<Wan> {
-        if !is_root() {
-            unavailable("not running as root");
-            return None;
-        }
-        let (tag, k) = run_tag();
-        let mut net = Netns::new();
-        let bridge_ns = format!("{tag}-w");
-        if let Err(e) = net.add_namespace(&bridge_ns) {
-            unavailable(&e);
-            return None;
-        }
-        let bridge = format!("{tag}br");
-        if let Err(e) = ip(&["-n", &bridge_ns, "link", "add", &bridge, "type", "bridge"]) {
-            unavailable(&e);
-            return None;
-        }
-        ip_ok(&["-n", &bridge_ns, "link", "set", &bridge, "up"]);
-        let (mut mgmt, mut links) = (Vec::new(), Vec::new());
-        for (i, r) in names.iter().enumerate() {
-            let ns = format!("{tag}-{r}");
-            net.add_namespace(&ns).unwrap_or_else(|e| panic!("{e}"));
-            let (root_if, ns_if) = (format!("{tag}m{r}r"), format!("{tag}m{r}n"));
-            mgmt.push(net.management_link(&ns, (&root_if, &ns_if), &format!("10.217.{k}"), i));
-            let (wan_if, port_if) = (format!("{tag}w{r}"), format!("{tag}w{r}x"));
-            ip_ok(&[
-                "-n", &ns, "link", "add", &wan_if, "type", "veth", "peer", "name", &port_if,
-                "netns", &bridge_ns,
-            ]);
-            ip_ok(&["-n", &bridge_ns, "link", "set", &port_if, "master", &bridge]);
-            ip_ok(&["-n", &bridge_ns, "link", "set", &port_if, "up"]);
-            ip_ok(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", wan_ip(i)),
-                "dev",
-                &wan_if,
-            ]);
-            ip_ok(&["-n", &ns, "link", "set", &wan_if, "up"]);
-            links.push((ns, wan_if, port_if));
-        }
+        let mut wan = Bridged::start(names, 217, wan_ip)?;
         let tmp = tempfile::tempdir().unwrap();
         let certs = tmp.path().join("certs");
         run(
@@ -133,34 +90,29 @@ impl Wan {
             let config = tmp.path().join(format!("{r}.toml"));
             std::fs::write(&config, text).unwrap();
             let (child, _) = spawn_in(
-                &links[i].0,
+                &wan.links[i].0,
                 &config,
                 TOKEN,
                 &[("GEOSCIM_ADMIN_TOKENS", &admin)],
             );
-            net.children.push(child);
-            urls.push(format!("http://{}:{HTTP_PORT}", mgmt[i]));
+            wan.net.children.push(child);
+            urls.push(format!("http://{}:{HTTP_PORT}", wan.mgmt[i]));
         }
         Some(Wan {
-            net,
+            net: wan,
             urls,
-            links,
-            bridge_ns,
             _tmp: tmp,
         })
     }
 
     fn set_link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        let (ns, wan_if, port_if) = &self.links[i];
-        ip_ok(&["-n", ns, "link", "set", wan_if, state]);
-        ip_ok(&["-n", &self.bridge_ns, "link", "set", port_if, state]);
+        self.net.set_link(i, up);
     }
 
     /// kill -9 region `i`.
     fn kill(&mut self, i: usize) {
-        let _ = self.net.children[i].kill();
-        let _ = self.net.children[i].wait();
+        let _ = self.net.net.children[i].kill();
+        let _ = self.net.net.children[i].wait();
     }
 }
 

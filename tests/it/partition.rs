@@ -148,6 +148,79 @@ impl Netns {
     }
 }
 
+/// Regions in namespaces of their own on one bridge (a "wan" in a further namespace): each has
+/// a management link to the root namespace (the test's HTTP) and a veth on the bridge
+/// (replication), so one region's wan link can be cut at both ends. Dropping it removes all.
+pub(crate) struct Bridged {
+    pub(crate) net: Netns,
+    /// Per region: its management address, reachable from the root namespace.
+    pub(crate) mgmt: Vec<String>,
+    /// Per region: (namespace, its wan veth, the bridge-side end).
+    pub(crate) links: Vec<(String, String, String)>,
+    bridge_ns: String,
+}
+
+impl Bridged {
+    /// Namespaces for `names`, management /30s in `10.{mgmt_octet}.K` (K per run) and wan
+    /// addresses `wan_ip(i)/24`. `None`, after saying why, when namespaces are unavailable.
+    pub(crate) fn start(
+        names: &[&str],
+        mgmt_octet: u8,
+        wan_ip: impl Fn(usize) -> String,
+    ) -> Option<Bridged> {
+        if !is_root() {
+            unavailable("not running as root");
+            return None;
+        }
+        let (tag, k) = run_tag();
+        let mut net = Netns::new();
+        let bridge_ns = format!("{tag}-w");
+        if let Err(e) = net.add_namespace(&bridge_ns) {
+            unavailable(&e);
+            return None;
+        }
+        let bridge = format!("{tag}br");
+        if let Err(e) = ip(&["-n", &bridge_ns, "link", "add", &bridge, "type", "bridge"]) {
+            unavailable(&e);
+            return None;
+        }
+        ip_ok(&["-n", &bridge_ns, "link", "set", &bridge, "up"]);
+        let (mut mgmt, mut links) = (Vec::new(), Vec::new());
+        for (i, r) in names.iter().enumerate() {
+            let ns = format!("{tag}-{r}");
+            net.add_namespace(&ns).unwrap_or_else(|e| panic!("{e}"));
+            let (root_if, ns_if) = (format!("{tag}m{r}r"), format!("{tag}m{r}n"));
+            let subnet = format!("10.{mgmt_octet}.{k}");
+            mgmt.push(net.management_link(&ns, (&root_if, &ns_if), &subnet, i));
+            let (wan_if, port_if) = (format!("{tag}w{r}"), format!("{tag}w{r}x"));
+            ip_ok(&[
+                "-n", &ns, "link", "add", &wan_if, "type", "veth", "peer", "name", &port_if,
+                "netns", &bridge_ns,
+            ]);
+            ip_ok(&["-n", &bridge_ns, "link", "set", &port_if, "master", &bridge]);
+            ip_ok(&["-n", &bridge_ns, "link", "set", &port_if, "up"]);
+            let addr = format!("{}/24", wan_ip(i));
+            ip_ok(&["-n", &ns, "addr", "add", &addr, "dev", &wan_if]);
+            ip_ok(&["-n", &ns, "link", "set", &wan_if, "up"]);
+            links.push((ns, wan_if, port_if));
+        }
+        Some(Bridged {
+            net,
+            mgmt,
+            links,
+            bridge_ns,
+        })
+    }
+
+    /// Take region `i`'s wan link down (`up: false`) or up again, at both ends.
+    pub(crate) fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let (ns, wan_if, port_if) = &self.links[i];
+        ip_ok(&["-n", ns, "link", "set", wan_if, state]);
+        ip_ok(&["-n", &self.bridge_ns, "link", "set", port_if, state]);
+    }
+}
+
 /// A tag unique per run for namespace and interface names (`gs` + 6 hex digits, so names stay
 /// within Linux's 15 characters with up to 7 more), and a number in 1..=250 to pick /30s with.
 pub(crate) fn run_tag() -> (String, u32) {
