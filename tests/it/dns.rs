@@ -28,13 +28,9 @@ pub(crate) fn loopback_net() -> String {
     format!("127.{}.{}", 10 + n % 200, 1 + (n >> 8) % 250)
 }
 
-/// A TCP port free on `ip` now (the same number is then used on sibling addresses).
+/// A port free on `ip` now (the same number is then used on sibling addresses).
 pub(crate) fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::harness::free_port_on(ip)
 }
 
 /// A region process started from its own config file.

@@ -329,12 +329,39 @@ pub struct Cluster {
     pub token: (String, String),
 }
 
+/// A port free for UDP and TCP on 127.0.0.1 now; see [`free_port_on`].
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port_on("127.0.0.1")
+}
+
+/// A port free for both UDP and TCP on `ip` now, for a listener a config file names before
+/// the process starts.
+///
+/// Ports come from below Linux's ephemeral range (32768-60999), one counter per test
+/// process: asking the kernel for port 0 and releasing it hands out a number that any
+/// outgoing QUIC or DNS socket of a concurrent test may take before the region binds it,
+/// which made regions exit at start-up now and then. Numbers below the range are only ever
+/// bound on purpose, and the counter keeps concurrent tests of this process apart.
+pub fn free_port_on(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 7) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let free = std::net::UdpSocket::bind((ip, port)).is_ok()
+            && std::net::TcpListener::bind((ip, port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} in {LOW}..{}", LOW + SPAN)
 }
 
 pub fn certs(dir: &Path, regions: &[&str]) {
