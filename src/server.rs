@@ -32,6 +32,8 @@ pub enum ServerError {
     },
     #[error("cannot open storage: {0}")]
     Store(#[from] StoreError),
+    #[error("invalid config key `{0}`")]
+    Config(String),
 }
 
 /// Open the store and build the API state. On first start with no token configured (none in
@@ -49,7 +51,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
             doc_cache_size: config.storage.doc_cache_size,
             io_statistics: false,
             history_entries: config.storage.member_history_entries,
-            tenants: tenant_policies(&config),
+            tenants: tenant_policies(&config)?,
         },
     )?;
     let mut tokens: HashMap<String, String> = store.stored_tokens()?;
@@ -167,17 +169,26 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// The store's per-tenant write policies from `[tenants.<name>]`.
-fn tenant_policies(config: &Config) -> BTreeMap<String, TenantPolicy> {
+/// The store's per-tenant write policies from `[tenants.<name>]`; sticky attributes are
+/// checked against the schema here.
+fn tenant_policies(config: &Config) -> Result<BTreeMap<String, TenantPolicy>, ServerError> {
     config
         .tenants
         .iter()
         .map(|(name, t)| {
+            let entries: Vec<_> = t
+                .sticky
+                .iter()
+                .map(|s| (s.attribute.clone(), s.restrictive.clone()))
+                .collect();
+            let sticky = crate::conflict::sticky::resolve(&entries)
+                .map_err(|rule| ServerError::Config(format!("tenants.{name}.{rule}")))?;
             let policy = TenantPolicy {
                 idempotent_create: t.idempotent_create,
                 unique_group_names: t.unique_group_names,
+                sticky,
             };
-            (name.clone(), policy)
+            Ok((name.clone(), policy))
         })
         .collect()
 }

@@ -141,11 +141,6 @@ async fn ensure_user_name(
     Ok(true)
 }
 
-/// Does this view describe an inactive user (an offboarding write)?
-fn inactive(view: &Value) -> bool {
-    view.get("active") == Some(&Value::Bool(false))
-}
-
 /// A resource answer: the body (projected), its ETag, `Location` for a create, and for a group
 /// whose members were read, how many it lists (`Geoscim-Members-Total`) and the next page
 /// (`Link: <…?membersCursor=…>; rel="next"`).
@@ -451,6 +446,8 @@ async fn create(
     let attrs = stored_attrs(resource::normalize(kind, &body)?);
     let (attributes, excluded) = projection(&state, raw)?;
     let base = base_url(&state, &headers);
+    // Whether the answer waits for the offboarding quorum: the tenant's sticky set decides.
+    let sticky = state.store.policy(&tenant).sticky;
     let (rendered, attributes, excluded) = {
         let (state2, base) = (state.clone(), base.clone());
         blocking(&state, move |store| {
@@ -464,7 +461,7 @@ async fn create(
         })
         .await?
     };
-    confirm(&state, inactive(&rendered.body)).await?;
+    confirm(&state, sticky.restricts(&rendered.body)).await?;
     let location = rendered.body["meta"]["location"]
         .as_str()
         .unwrap_or_default()
@@ -562,14 +559,14 @@ async fn replace(
     let (attributes, excluded) = projection(&state, raw)?;
     let if_match = header_str(&headers, header::IF_MATCH);
     let base = base_url(&state, &headers);
-    // A PUT writes only what changed, except that `active: false` is always re-asserted: a
-    // deactivation is never a no-op, so it also beats a reactivation concurrent with it. A
-    // group's PUT writes only the members that differ from the list it sends.
-    let reassert: Vec<String> = match incoming.get("active") {
-        Some(Value::Bool(false)) => vec!["active".to_string()],
-        _ => Vec::new(),
-    };
+    // A PUT writes only what changed, except that a restrictive sticky value (`active: false`,
+    // or one of the tenant's sticky attributes) is always re-asserted: an offboarding is never
+    // a no-op, so it also beats a reversal concurrent with it. A group's PUT writes only the
+    // members that differ from the list it sends.
+    let reassert = restrictive_keys(&state.store.policy(&tenant).sticky, &incoming);
     let (state2, base2) = (state.clone(), base.clone());
+    // Whether the answer waits for the offboarding quorum: the tenant's sticky set decides.
+    let sticky = state.store.policy(&tenant).sticky;
     let (rendered, attributes, excluded) = blocking(&state, move |store| {
         let stored = store.update(&tenant, kind, &id, if_match.as_deref(), &|old| {
             let replaced = resource::replace(kind, &as_resource(kind, old), &incoming)?;
@@ -580,7 +577,7 @@ async fn replace(
         Ok((rendered, attributes, excluded))
     })
     .await?;
-    confirm(&state, inactive(&rendered.body)).await?;
+    confirm(&state, sticky.restricts(&rendered.body)).await?;
     let body = list::project(&rendered.body, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
@@ -611,6 +608,8 @@ async fn patch_one(
     let if_match = header_str(&headers, header::IF_MATCH);
     let base = base_url(&state, &headers);
     let (state2, base2) = (state.clone(), base.clone());
+    // Whether the answer waits for the offboarding quorum: the tenant's sticky set decides.
+    let sticky = state.store.policy(&tenant).sticky;
     let (rendered, attributes, excluded) = blocking(&state, move |store| {
         let apply = |old: &Map<String, Value>| {
             let mut resource = as_resource(kind, old);
@@ -638,7 +637,7 @@ async fn patch_one(
         Ok((rendered, attributes, excluded))
     })
     .await?;
-    confirm(&state, inactive(&rendered.body)).await?;
+    confirm(&state, sticky.restricts(&rendered.body)).await?;
     let body = list::project(&rendered.body, kind, &attributes, &excluded);
     Ok(resource_response(
         StatusCode::OK,
@@ -665,4 +664,31 @@ async fn delete(
     .await?;
     confirm(&state, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The stored keys (`name`, or `<URN>:<name>` inside an extension) of `resource` whose values
+/// restrict access under `sticky`.
+fn restrictive_keys(sticky: &crate::conflict::sticky::StickySet, resource: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(map) = resource.as_object() else {
+        return out;
+    };
+    for (k, v) in map {
+        match v {
+            Value::Object(inner) if k.starts_with("urn:") => {
+                for (ik, iv) in inner {
+                    let key = format!("{k}:{ik}");
+                    if sticky.restrictive(&key, iv) == Some(true) {
+                        out.push(key);
+                    }
+                }
+            }
+            _ => {
+                if sticky.restrictive(k, v) == Some(true) {
+                    out.push(k.clone());
+                }
+            }
+        }
+    }
+    out
 }

@@ -37,6 +37,7 @@ pub mod membership;
 #[cfg(test)]
 mod membership_laws;
 pub mod record;
+pub mod sticky;
 
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use serde_json::{json, Value as Json};
@@ -79,10 +80,12 @@ pub fn detect(doc: &mut AutoCommit, res: Resource<'_>) -> Result<Vec<Conflict>, 
     };
     creates(doc, res, &attrs, &mut out)?;
     for key in doc.keys(&attrs).collect::<Vec<_>>() {
-        match key.as_str() {
-            ACTIVE => sticky(doc, res, &attrs, &mut out)?,
-            MEMBERS => members(doc, res, &attrs, &mut out)?,
-            _ => scalar(doc, res, &attrs, &key, &mut changes, &mut out)?,
+        if key == MEMBERS {
+            members(doc, res, &attrs, &mut out)?;
+        } else if let Some(flags) = sticky::flags(doc, &attrs, &key)? {
+            sticky_records(doc, res, &key, flags, &mut changes, &mut out);
+        } else {
+            scalar(doc, res, &attrs, &key, &mut changes, &mut out)?;
         }
     }
     Ok(out)
@@ -235,42 +238,46 @@ fn creates(
     Ok(())
 }
 
-/// Disable-wins `active`: every concurrent `true` next to a `false` is a record.
-fn sticky(
-    doc: &AutoCommit,
+/// A sticky attribute (`active`, or one a tenant configured): every concurrent value that lost
+/// to the winning restrictive one is a sticky record; without a restrictive value, concurrent
+/// values lose as plain scalars do.
+fn sticky_records(
+    doc: &mut AutoCommit,
     res: Resource<'_>,
-    attrs: &ObjId,
+    key: &str,
+    mut flags: Vec<sticky::Flag>,
+    changes: &mut Changes,
     out: &mut Vec<Conflict>,
-) -> Result<(), ConflictError> {
-    let mut flags = Vec::new();
-    for (value, id) in doc.get_all(attrs, ACTIVE)? {
-        if !matches!(value, Value::Object(ObjType::Map)) {
-            continue;
-        }
-        let Some(b) = bool_at(doc, &id, VALUE)? else {
-            continue;
-        };
-        flags.push((b, stamp_at(doc, &id)?, id));
+) {
+    if flags.len() < 2 {
+        return;
     }
-    // The winner among the deactivations: the latest stamp, then the greater op (deterministic).
-    let Some(off) = flags
-        .iter()
-        .filter(|f| !f.0)
-        .max_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)))
-    else {
-        return Ok(());
+    for f in flags.iter_mut().filter(|f| f.by.is_empty()) {
+        (f.by, f.at) = changes.origin(doc, &f.op);
+    }
+    let (rule, win) = match sticky::winner(&flags) {
+        Some(w) => (Rule::StickyDeactivation, w),
+        None => match sticky::merged(&flags) {
+            Some(w) => (Rule::ConcurrentScalar, w),
+            None => return,
+        },
     };
-    for on in flags.iter().filter(|f| f.0) {
+    for lose in flags
+        .iter()
+        .filter(|f| f.op != win.op && f.value != win.value)
+    {
         out.push(record(
             res,
-            ACTIVE,
-            Rule::StickyDeactivation,
-            (op_name(&off.2), cand(json!(false), &off.1 .0, &off.1 .1)),
-            (op_name(&on.2), cand(json!(true), &on.1 .0, &on.1 .1)),
-            json!(false),
+            key,
+            rule,
+            (op_name(&win.op), cand(win.value.clone(), &win.by, &win.at)),
+            (
+                op_name(&lose.op),
+                cand(lose.value.clone(), &lose.by, &lose.at),
+            ),
+            win.value.clone(),
         ));
     }
-    Ok(())
 }
 
 /// Remove-wins members: every concurrent add next to a removal of the same member is a record.

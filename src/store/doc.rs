@@ -29,6 +29,7 @@ use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 
 pub use crate::conflict::layout::DOC_FORMAT;
 use crate::conflict::layout::*;
+use crate::conflict::sticky::{self, StickySet};
 use crate::conflict::Conflict;
 
 /// Errors reading or writing a document. Automerge errors here mean a bug or corrupt bytes.
@@ -144,14 +145,18 @@ fn flatten(attrs: &Map<String, Value>) -> Map<String, Value> {
 
 /// Write the attributes of `new` (a SCIM resource in stored form: no `id`, `meta`, `schemas`)
 /// over `old` (what the document holds now), writing only what differs. `explicit` lists
-/// top-level attributes the request set explicitly: a sticky attribute among them is
-/// re-asserted even when its value is unchanged. Returns whether anything was written.
+/// attributes the request set explicitly (top-level names, or `<URN>:<name>` for extension
+/// attributes): a sticky attribute among them is re-asserted even when its value is
+/// unchanged. `sticky` names the tenant's sticky attributes besides `active`, each written as
+/// a flag that records whether its value restricts access. Returns whether anything was
+/// written.
 pub fn write_attrs(
     doc: &mut AutoCommit,
     kind: ResourceKind,
     old: &Map<String, Value>,
     new: &Map<String, Value>,
     explicit: &[String],
+    sticky: &StickySet,
     stamp: &Stamp,
 ) -> Result<bool, DocError> {
     let attrs = attrs_obj(doc)?;
@@ -171,13 +176,10 @@ pub fn write_attrs(
     }
     for (key, value) in &new {
         let old_value = old.get(key);
-        if key == ACTIVE {
-            let reassert = explicit.iter().any(|e| e == ACTIVE);
+        if let Some(restrictive) = sticky.restrictive(key, value) {
+            let reassert = explicit.iter().any(|e| e == key);
             if old_value != Some(value) || reassert {
-                let Some(b) = value.as_bool() else {
-                    return Err(DocError::Malformed("active must be a boolean".into()));
-                };
-                write_sticky(doc, &attrs, ACTIVE, b, stamp)?;
+                write_sticky(doc, &attrs, key, value, restrictive, stamp)?;
                 changed = true;
             }
         } else if old_value != Some(value) {
@@ -199,19 +201,29 @@ fn attrs_obj(doc: &AutoCommit) -> Result<ObjId, DocError> {
     }
 }
 
-/// Write a disable-wins flag as a fresh map, so every explicit write is a new op that concurrent
-/// writes cannot silently overwrite.
+/// Write a sticky attribute as a fresh flag map, so every explicit write is a new op that
+/// concurrent writes cannot silently overwrite (see [`crate::conflict::sticky`]). `active`
+/// keeps its original flag: a boolean value, restrictive when false.
 fn write_sticky(
     doc: &mut AutoCommit,
     parent: &ObjId,
     key: &str,
-    value: bool,
+    value: &Value,
+    restrictive: bool,
     stamp: &Stamp,
 ) -> Result<(), DocError> {
     let flag = doc.put_object(parent, key, ObjType::Map)?;
-    doc.put(&flag, "value", value)?;
-    doc.put(&flag, "at", stamp.at.as_str())?;
-    doc.put(&flag, "by", stamp.region.as_str())?;
+    if key == ACTIVE {
+        let Some(b) = value.as_bool() else {
+            return Err(DocError::Malformed("active must be a boolean".into()));
+        };
+        doc.put(&flag, VALUE, b)?;
+    } else {
+        doc.put(&flag, VALUE, value.to_string())?;
+        doc.put(&flag, sticky::RESTRICTIVE, restrictive)?;
+    }
+    doc.put(&flag, AT, stamp.at.as_str())?;
+    doc.put(&flag, BY, stamp.region.as_str())?;
     Ok(())
 }
 
@@ -333,47 +345,34 @@ fn parse_json(text: &str) -> Result<Value, DocError> {
     serde_json::from_str(text).map_err(|e| DocError::Malformed(format!("stored value: {e}")))
 }
 
-/// Read a disable-wins flag: false if any concurrent value is false.
-fn read_sticky(doc: &AutoCommit, parent: &ObjId, key: &str) -> Result<Option<bool>, DocError> {
-    let mut result = None;
-    for (value, id) in doc.get_all(parent, key)? {
-        if !matches!(value, AmValue::Object(ObjType::Map)) {
-            continue;
-        }
-        if let Some((AmValue::Scalar(s), _)) = doc.get(&id, "value")? {
-            if let ScalarValue::Boolean(b) = s.as_ref() {
-                result = Some(result.unwrap_or(true) && *b);
-            }
-        }
-    }
-    Ok(result)
-}
-
 /// The stored attributes of a document (no `id`, `meta`, `schemas`): what [`write_attrs`] diffs
 /// against and what validation works on. Extension attributes are regrouped under their URN.
 pub fn read_attrs(doc: &AutoCommit, kind: ResourceKind) -> Result<Map<String, Value>, DocError> {
     let attrs = attrs_obj(doc)?;
     let mut out = Map::new();
     for key in doc.keys(&attrs) {
-        if key == ACTIVE {
-            if let Some(b) = read_sticky(doc, &attrs, ACTIVE)? {
-                out.insert(key, Value::Bool(b));
-            }
-            continue;
-        }
-        let Some((value, id)) = doc.get(&attrs, key.as_str())? else {
-            continue;
-        };
         if kind == ResourceKind::Group && key == MEMBERS {
             // A format-2 document's members map: migrated into records, never read as an
             // attribute.
-            let _ = id;
             continue;
         }
-        let Some(text) = as_text(&value) else {
-            continue;
+        let value = match sticky::flags(doc, &attrs, &key)? {
+            // A sticky attribute (whatever this region's configuration says: the writer
+            // decided): the winning restrictive value, else the latest.
+            Some(flags) => match sticky::merged(&flags) {
+                Some(f) => f.value.clone(),
+                None => continue,
+            },
+            None => {
+                let Some((value, _)) = doc.get(&attrs, key.as_str())? else {
+                    continue;
+                };
+                let Some(text) = as_text(&value) else {
+                    continue;
+                };
+                parse_json(&text)?
+            }
         };
-        let value = parse_json(&text)?;
         match key.rsplit_once(':').filter(|_| key.starts_with("urn:")) {
             Some((urn, name)) => {
                 let ext = out
@@ -511,6 +510,7 @@ mod tests {
             &Map::new(),
             &attrs,
             &keys,
+            &StickySet::default(),
             &stamp("a"),
         )
         .unwrap();
@@ -542,7 +542,16 @@ mod tests {
         let mut doc = new_user(attrs.clone());
         let before = doc.get_heads();
         let a = obj(attrs);
-        let changed = write_attrs(&mut doc, ResourceKind::User, &a, &a, &[], &stamp("a")).unwrap();
+        let changed = write_attrs(
+            &mut doc,
+            ResourceKind::User,
+            &a,
+            &a,
+            &[],
+            &StickySet::default(),
+            &stamp("a"),
+        )
+        .unwrap();
         assert!(!changed);
         doc.commit();
         assert_eq!(doc.get_heads(), before);
@@ -559,7 +568,8 @@ mod tests {
             &a,
             &a,
             &["active".into()],
-            &stamp("a")
+            &StickySet::default(),
+            &stamp("a"),
         )
         .unwrap());
         doc.commit();
@@ -581,6 +591,7 @@ mod tests {
             &cur,
             &off,
             &["active".into()],
+            &StickySet::default(),
             &stamp("b"),
         )
         .unwrap();
@@ -592,6 +603,7 @@ mod tests {
                 &cur,
                 &cur,
                 &["active".into()],
+                &StickySet::default(),
                 &stamp("a"),
             )
             .unwrap();
@@ -711,8 +723,26 @@ mod tests {
         a_new[ENTERPRISE_USER_SCHEMA]["department"] = json!("D2");
         let mut b_new = cur.clone();
         b_new[ENTERPRISE_USER_SCHEMA]["costCenter"] = json!("2");
-        write_attrs(&mut a, ResourceKind::User, &cur, &a_new, &[], &stamp("a")).unwrap();
-        write_attrs(&mut b, ResourceKind::User, &cur, &b_new, &[], &stamp("b")).unwrap();
+        write_attrs(
+            &mut a,
+            ResourceKind::User,
+            &cur,
+            &a_new,
+            &[],
+            &StickySet::default(),
+            &stamp("a"),
+        )
+        .unwrap();
+        write_attrs(
+            &mut b,
+            ResourceKind::User,
+            &cur,
+            &b_new,
+            &[],
+            &StickySet::default(),
+            &stamp("b"),
+        )
+        .unwrap();
         a.commit();
         b.commit();
         a.merge(&mut b).unwrap();
@@ -731,7 +761,16 @@ mod tests {
         let old = read_attrs(doc, kind).unwrap();
         let new = obj(attrs);
         let explicit: Vec<String> = new.keys().cloned().collect();
-        write_attrs(doc, kind, &old, &new, &explicit, &stamp(region)).unwrap();
+        write_attrs(
+            doc,
+            kind,
+            &old,
+            &new,
+            &explicit,
+            &StickySet::default(),
+            &stamp(region),
+        )
+        .unwrap();
         doc.commit();
     }
 

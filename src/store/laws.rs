@@ -25,6 +25,7 @@ use super::doc::{
     create, is_deleted, kind_of, mark_deleted, materialize, read_attrs, record_conflicts, version,
     write_attrs, Stamp,
 };
+use crate::conflict::sticky::{StickyRule, StickySet};
 use crate::conflict::{self, layout, rfc3339_millis, Conflict, Resource, Rule};
 use crate::scim::schema::ResourceKind;
 
@@ -35,6 +36,19 @@ const ID: &str = "r-1";
 const BASE_MS: i64 = 1_767_225_600_000;
 /// The userName spellings concurrent creates use (one user: ids come from the lower-cased name).
 const NAMES: [&str; 3] = ["alice", "Alice", "ALICE"];
+/// A tenant-configured sticky attribute and its values; the last one restricts access.
+const STATUS: &str = "userType";
+const STATUSES: [&str; 3] = ["Employee", "Contractor", "Terminated"];
+const TERMINATED: &str = "Terminated";
+
+/// The tenant's sticky set in these histories: `userType = "Terminated"` restricts.
+fn sticky_set() -> StickySet {
+    StickySet::new(vec![StickyRule {
+        key: STATUS.into(),
+        restrictive: vec![json!(TERMINATED)],
+        case_exact: false,
+    }])
+}
 
 /// A local write at one region, as the store performs it (read, diff, write, commit).
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +58,9 @@ enum Op {
     /// An explicit `active` write (PATCH/PUT naming `active`): `false` deactivates, `true`
     /// reactivates (a rehire).
     Active(bool),
+    /// An explicit write of the configured sticky attribute [`STATUS`]: `STATUSES[n]`, of
+    /// which [`TERMINATED`] restricts access.
+    Status(usize),
     Delete,
 }
 
@@ -202,7 +219,16 @@ impl Sim {
             let actor = ActorId::from(REGIONS[r].as_bytes());
             let mut doc = create(h.kind, ID, actor, &st).unwrap();
             let explicit: Vec<String> = attrs.keys().cloned().collect();
-            write_attrs(&mut doc, h.kind, &Map::new(), attrs, &explicit, &st).unwrap();
+            write_attrs(
+                &mut doc,
+                h.kind,
+                &Map::new(),
+                attrs,
+                &explicit,
+                &sticky_set(),
+                &st,
+            )
+            .unwrap();
             let hash = commit(&mut doc, &st).expect("a creation writes");
             let mut writes = vec![Write::Created];
             for (k, v) in attrs {
@@ -270,8 +296,15 @@ impl Sim {
                 new.insert(layout::ACTIVE.to_string(), Value::Bool(b));
                 vec![layout::ACTIVE.to_string()]
             }
+            Op::Status(n) => {
+                // Explicit: a new write even when the value is unchanged (law 3).
+                let v = json!(STATUSES[n]);
+                writes.push(Write::Scalar(STATUS.to_string(), v.clone()));
+                new.insert(STATUS.to_string(), v);
+                vec![STATUS.to_string()]
+            }
         };
-        let changed = write_attrs(doc, kind, &old, &new, &explicit, st).unwrap();
+        let changed = write_attrs(doc, kind, &old, &new, &explicit, &sticky_set(), st).unwrap();
         assert_eq!(changed, !writes.is_empty(), "write_attrs for {op:?}");
         if let Some(hash) = commit(doc, st) {
             self.ops.push(OpRec {
@@ -542,8 +575,16 @@ fn check(h: &History) -> Result<(), TestCaseError> {
                     count(records, Rule::StickyDeactivation, layout::ACTIVE),
                     want
                 );
+            } else if reg == STATUS && max.contains(&json!(TERMINATED)) {
+                // A configured sticky attribute: a maximal restrictive write wins, and every
+                // other maximal value is a sticky record.
+                prop_assert_eq!(&view[STATUS], &json!(TERMINATED), "{}", STATUS);
+                let losers = max.iter().filter(|v| **v != json!(TERMINATED)).count();
+                prop_assert_eq!(count(records, Rule::StickyDeactivation, STATUS), losers);
+                prop_assert_eq!(count(records, Rule::ConcurrentScalar, STATUS), 0);
             } else {
-                // A plain attribute: one of the maximal values; every other value a record.
+                // A plain attribute (or a sticky one no maximal write restricts): one of the
+                // maximal values; every other value a record.
                 let value = &view[reg.as_str()];
                 prop_assert!(max.contains(value), "{} = {} not in {:?}", reg, value, max);
                 let losers = max.iter().filter(|v| *v != value).count();
@@ -602,6 +643,7 @@ fn user_op(deletes: bool) -> BoxedStrategy<Op> {
             .prop_map(|(k, n)| Op::Set(k, n)),
         4 => Just(Op::Active(false)),
         4 => Just(Op::Active(true)),
+        4 => (0..STATUSES.len()).prop_map(Op::Status),
     ];
     if deletes {
         prop_oneof![12 => edits, 1 => Just(Op::Delete)].boxed()
@@ -877,17 +919,130 @@ fn a_write_that_changes_nothing_leaves_nothing_behind() {
     )
     .unwrap();
     let attrs = json!({"displayName": "G"}).as_object().unwrap().clone();
-    write_attrs(&mut doc, ResourceKind::Group, &Map::new(), &attrs, &[], &st).unwrap();
+    let none = StickySet::default();
+    write_attrs(
+        &mut doc,
+        ResourceKind::Group,
+        &Map::new(),
+        &attrs,
+        &[],
+        &none,
+        &st,
+    )
+    .unwrap();
     commit(&mut doc, &st);
     let before = doc.get_heads();
     let old = read_attrs(&doc, ResourceKind::Group).unwrap();
     let mut new = old.clone();
     new.insert("members".into(), json!([]));
-    let changed = write_attrs(&mut doc, ResourceKind::Group, &old, &new, &[], &st).unwrap();
+    let changed = write_attrs(&mut doc, ResourceKind::Group, &old, &new, &[], &none, &st).unwrap();
     assert!(!changed);
     assert_eq!(
         doc.get_heads(),
         before,
         "an unchanged write committed a change"
     );
+}
+
+#[test]
+fn a_concurrent_rehire_loses_to_a_termination_of_a_configured_sticky_attribute() {
+    use Step::*;
+    let h = script(
+        ResourceKind::User,
+        [alice(), None, None],
+        vec![
+            Local(0, Op::Status(0)),
+            Deliver(0, 1, Delivery::Merge),
+            Local(0, Op::Status(2)),
+            Local(1, Op::Status(1)),
+            Local(1, Op::Status(0)),
+        ],
+    );
+    check(&h).unwrap();
+    assert_eq!(final_view(&h)[STATUS], json!(TERMINATED));
+}
+
+#[test]
+fn a_rehire_that_saw_the_termination_wins() {
+    use Step::*;
+    let h = script(
+        ResourceKind::User,
+        [alice(), None, None],
+        vec![
+            Local(0, Op::Status(2)),
+            Deliver(0, 1, Delivery::Merge),
+            Local(1, Op::Status(0)),
+        ],
+    );
+    check(&h).unwrap();
+    assert_eq!(final_view(&h)[STATUS], json!("Employee"));
+}
+
+/// A region whose configuration does not (yet) name the attribute writes it as a plain value;
+/// a concurrent restrictive write from a region that does still wins, and both read the same.
+#[test]
+fn a_plain_write_from_an_unconfigured_region_loses_to_a_restrictive_one() {
+    let st = |r: usize| stamp(r, 1, 0);
+    let mut a = create(
+        ResourceKind::User,
+        ID,
+        ActorId::from(REGIONS[0].as_bytes()),
+        &st(0),
+    )
+    .unwrap();
+    let base = json!({"userName": "alice", "userType": "Employee"});
+    let base = base.as_object().unwrap().clone();
+    write_attrs(
+        &mut a,
+        ResourceKind::User,
+        &Map::new(),
+        &base,
+        &[],
+        &sticky_set(),
+        &st(0),
+    )
+    .unwrap();
+    commit(&mut a, &st(0));
+    let mut b = a.fork().with_actor(ActorId::from(REGIONS[1].as_bytes()));
+    let mut off = base.clone();
+    off.insert(STATUS.into(), json!("terminated"));
+    write_attrs(
+        &mut a,
+        ResourceKind::User,
+        &base,
+        &off,
+        &[STATUS.into()],
+        &sticky_set(),
+        &st(0),
+    )
+    .unwrap();
+    commit(&mut a, &st(0));
+    let mut on = base.clone();
+    on.insert(STATUS.into(), json!("Contractor"));
+    let plain = StickySet::default();
+    write_attrs(
+        &mut b,
+        ResourceKind::User,
+        &base,
+        &on,
+        &[STATUS.into()],
+        &plain,
+        &st(1),
+    )
+    .unwrap();
+    commit(&mut b, &st(1));
+    a.merge(&mut b).unwrap();
+    b.merge(&mut a).unwrap();
+    for d in [&mut a, &mut b] {
+        assert_eq!(
+            materialize(d, ResourceKind::User).unwrap()[STATUS],
+            json!("terminated")
+        );
+        let found = conflict::detect(d, resource(ResourceKind::User)).unwrap();
+        assert_eq!(
+            count(&found, Rule::StickyDeactivation, STATUS),
+            1,
+            "{found:?}"
+        );
+    }
 }

@@ -62,6 +62,7 @@ use rocksdb::{
 };
 use serde_json::{Map, Value};
 
+use crate::conflict::sticky::StickySet;
 use crate::conflict::{self, Conflict, ConflictQuery, Rule};
 use crate::ids;
 use crate::scim::schema::ResourceKind;
@@ -157,8 +158,9 @@ pub struct StoreOptions {
     pub tenants: BTreeMap<String, TenantPolicy>,
 }
 
-/// How a tenant's creates and renames treat names that are already taken. Every region must
-/// have the same policies: they decide what a write answers, never how merges resolve.
+/// How a tenant's writes behave: names already taken, and which attributes are sticky. Every
+/// region should have the same policies: they decide what a write answers and records, never
+/// how merges resolve (a sticky write carries its own restrictive mark).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPolicy {
     /// A POST of a userName that exists with exactly the same attributes answers 201 with the
@@ -168,6 +170,9 @@ pub struct TenantPolicy {
     /// Group displayNames are unique in the tenant (case-insensitive): a create or rename to a
     /// taken one answers 409 `uniqueness`. On by default.
     pub unique_group_names: bool,
+    /// Attributes besides `active` whose restrictive values win every concurrent write
+    /// ([`crate::conflict::sticky`]).
+    pub sticky: StickySet,
 }
 
 impl Default for TenantPolicy {
@@ -175,6 +180,7 @@ impl Default for TenantPolicy {
         TenantPolicy {
             idempotent_create: false,
             unique_group_names: true,
+            sticky: StickySet::default(),
         }
     }
 }

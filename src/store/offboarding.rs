@@ -16,6 +16,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, CF_META};
+use crate::conflict::sticky::StickySet;
 use crate::scim::schema::ResourceKind;
 
 const PREFIX: &[u8] = b"offb\0";
@@ -65,14 +66,17 @@ fn parse_key(k: &[u8]) -> Option<(String, u64)> {
     ))
 }
 
-/// The offboarding a view change makes: a user going from active (or unset) to inactive, or a
-/// live resource disappearing (deleted; a view that never existed makes none).
+/// The offboarding a view change makes: a user going from unrestricted to restricted
+/// (`active` false, or a tenant's sticky attribute at a restrictive value, see
+/// [`StickySet::restricts`]), or a live resource disappearing (deleted; a view that never
+/// existed makes none).
 pub(super) fn transition(
     kind: ResourceKind,
+    sticky: &StickySet,
     old: Option<&serde_json::Value>,
     new: Option<&serde_json::Value>,
 ) -> Option<Action> {
-    let inactive = |v: &serde_json::Value| v.get("active") == Some(&serde_json::Value::Bool(false));
+    let inactive = |v: &serde_json::Value| sticky.restricts(v);
     match (old, new) {
         (Some(_), None) => Some(Action::Delete),
         (Some(o), Some(n)) if kind == ResourceKind::User && !inactive(o) && inactive(n) => {
@@ -229,24 +233,56 @@ mod tests {
     fn deactivations_and_deletes_are_offboardings_and_nothing_else_is() {
         let (on, off) = (json!({"active": true}), json!({"active": false}));
         let u = ResourceKind::User;
+        let none = StickySet::default();
         assert_eq!(
-            transition(u, Some(&on), Some(&off)),
+            transition(u, &none, Some(&on), Some(&off)),
             Some(Action::Deactivate)
         );
         assert_eq!(
-            transition(u, Some(&json!({})), Some(&off)),
+            transition(u, &none, Some(&json!({})), Some(&off)),
             Some(Action::Deactivate)
         );
         assert_eq!(
-            transition(u, Some(&off), Some(&off)),
+            transition(u, &none, Some(&off), Some(&off)),
             None,
             "already inactive"
         );
-        assert_eq!(transition(u, Some(&off), Some(&on)), None, "a rehire");
-        assert_eq!(transition(u, Some(&off), None), Some(Action::Delete));
-        assert_eq!(transition(u, None, Some(&off)), None, "created inactive");
-        assert_eq!(transition(u, None, None), None);
+        assert_eq!(
+            transition(u, &none, Some(&off), Some(&on)),
+            None,
+            "a rehire"
+        );
+        assert_eq!(transition(u, &none, Some(&off), None), Some(Action::Delete));
+        assert_eq!(
+            transition(u, &none, None, Some(&off)),
+            None,
+            "created inactive"
+        );
+        assert_eq!(transition(u, &none, None, None), None);
         let g = ResourceKind::Group;
-        assert_eq!(transition(g, Some(&json!({})), None), Some(Action::Delete));
+        assert_eq!(
+            transition(g, &none, Some(&json!({})), None),
+            Some(Action::Delete)
+        );
+        // A tenant's sticky attribute reaching a restrictive value is an offboarding too.
+        let sticky = StickySet::new(vec![crate::conflict::sticky::StickyRule {
+            key: "userType".into(),
+            restrictive: vec![json!("Terminated")],
+            case_exact: false,
+        }]);
+        let (hired, fired) = (
+            json!({"userType": "Employee"}),
+            json!({"userType": "Terminated"}),
+        );
+        assert_eq!(
+            transition(u, &sticky, Some(&hired), Some(&fired)),
+            Some(Action::Deactivate)
+        );
+        assert_eq!(transition(u, &none, Some(&hired), Some(&fired)), None);
+        assert_eq!(
+            transition(u, &sticky, Some(&fired), Some(&hired)),
+            None,
+            "a rehire"
+        );
     }
 }

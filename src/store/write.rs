@@ -127,7 +127,15 @@ impl Store {
         let stamp = self.stamp();
         let mut doc = doc::create(kind, id, self.actor.clone(), &stamp)?;
         let explicit: Vec<String> = attrs.keys().cloned().collect();
-        doc::write_attrs(&mut doc, kind, &Map::new(), &attrs, &explicit, &stamp)?;
+        doc::write_attrs(
+            &mut doc,
+            kind,
+            &Map::new(),
+            &attrs,
+            &explicit,
+            &self.policy(tenant).sticky,
+            &stamp,
+        )?;
         doc.put_modified_and_commit(&stamp);
         let view = doc::materialize(&mut doc, kind)?;
         // A new document's only change is the whole document: store those bytes once (Automerge
@@ -420,7 +428,10 @@ impl Store {
         let heads = doc.get_heads();
         let before = heads_term(&key, &mut doc);
         let old_view = doc::materialize(&mut doc, kind)?;
-        let wrote = doc::write_attrs(&mut doc, kind, &old_attrs, &new_attrs, &explicit, &stamp)?;
+        let sticky = self.policy(tenant).sticky;
+        let wrote = doc::write_attrs(
+            &mut doc, kind, &old_attrs, &new_attrs, &explicit, &sticky, &stamp,
+        )?;
         if !wrote && changes.is_empty() {
             self.cache_put(key, doc);
             return Ok(Stored::from_view(old_view));
@@ -525,7 +536,8 @@ impl Store {
             let heads = doc.get_heads();
             let before = heads_term(&key, &mut doc);
             let old_view = doc::materialize(&mut doc, kind)?;
-            let wrote = doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &stamp)?;
+            let sticky = self.policy(tenant).sticky;
+            let wrote = doc::write_attrs(&mut doc, kind, &old, &new, &explicit, &sticky, &stamp)?;
             if !(doc::record_conflicts(&mut doc, records)? || wrote) {
                 self.cache_put(key, doc);
                 return Ok(Stored::from_view(old_view));
@@ -655,7 +667,8 @@ impl Store {
         new: Option<&Value>,
     ) -> Result<(), StoreError> {
         let key = keys::resource(tenant, kind, id);
-        if let Some(action) = offboarding::transition(kind, old, new) {
+        let sticky = &self.policy(tenant).sticky;
+        if let Some(action) = offboarding::transition(kind, sticky, old, new) {
             m.offboarded
                 .push((tenant.to_string(), kind, id.to_string(), action));
         }

@@ -838,3 +838,75 @@ async fn overload_sheds_with_503_and_retry_after() {
     let (_, list) = r.req(Method::GET, "/Users?count=0", None).await;
     assert_eq!(list["totalResults"], json!(created));
 }
+
+#[tokio::test]
+async fn a_tenants_sticky_attribute_is_reasserted_when_restrictive_and_bad_names_stop_the_region() {
+    let sticky = "{t1 = {sticky = [{attribute = \"userType\", restrictive = [\"Terminated\"]}, \
+                  {attribute = \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization\", \
+                  restrictive = [\"Offboarded\"]}]}}";
+    let r = Region::start_with(&["t1"], &[("GEOSCIM_TENANTS", sticky)]);
+    let user = |user_type: &str, org: &str| {
+        json!({"schemas": [USER, ENTERPRISE], "userName": "sticky@example.com",
+               "userType": user_type, ENTERPRISE: {"organization": org}})
+    };
+    let (s, created) = r
+        .req(Method::POST, "/Users", Some(user("Employee", "Acme")))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let path = format!("/Users/{}", created["id"].as_str().unwrap());
+    // An unchanged, non-restrictive PUT writes nothing: same version.
+    let (s, same) = r
+        .req(Method::PUT, &path, Some(user("Employee", "Acme")))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{same}");
+    assert_eq!(same["meta"]["version"], created["meta"]["version"]);
+    // Restrictive values, then the same PUT again: each is written (a new version), so a
+    // concurrent reversal elsewhere cannot win against it.
+    let mut versions = vec![created["meta"]["version"].clone()];
+    for (user_type, org) in [
+        ("Terminated", "Acme"),
+        ("terminated", "Acme"),
+        ("Employee", "Offboarded"),
+        ("Employee", "Offboarded"),
+    ] {
+        let (s, v) = r.req(Method::PUT, &path, Some(user(user_type, org))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["userType"], json!(user_type));
+        assert!(
+            !versions.contains(&v["meta"]["version"]),
+            "{user_type}/{org}: not rewritten"
+        );
+        versions.push(v["meta"]["version"].clone());
+    }
+    // PATCH of the restrictive value: written even though unchanged.
+    let (s, v) = r
+        .req(
+            Method::PATCH,
+            &path,
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace",
+                "path": format!("{ENTERPRISE}:organization"), "value": "Offboarded"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!versions.contains(&v["meta"]["version"]));
+
+    // A name that is not a single-valued User attribute stops the region and names the entry.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geoscim"))
+        .args(["serve", "--config"])
+        .arg(r.config.clone())
+        .env("GEOSCIM_DATA_DIR", dir.path())
+        .env("GEOSCIM_HTTP__LISTEN", "127.0.0.1:0")
+        .env(
+            "GEOSCIM_TENANTS",
+            "{t1 = {sticky = [{attribute = \"emails\", restrictive = [\"x\"]}]}}",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tenants.t1.sticky[0].attribute") && err.contains("single-valued"),
+        "{err}"
+    );
+}

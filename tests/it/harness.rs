@@ -21,7 +21,7 @@ pub struct Region {
     /// The data dir (kept across restarts).
     pub dir: PathBuf,
     /// The config file.
-    config: PathBuf,
+    pub config: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra_env: Vec<(String, String)>,
     pub client: reqwest::Client,
