@@ -35,6 +35,13 @@ pub enum ConfigError {
     /// A key has a value that parses but breaks a rule.
     #[error("invalid config key `{key}`: {rule}")]
     Invalid { key: &'static str, rule: String },
+    /// A `GEOSCIM_*` environment variable that names no config key (a typo would otherwise be
+    /// ignored silently).
+    #[error(
+        "environment variable {name} names no config key (the first part after GEOSCIM_ must be \
+         one of {keys}, nested keys joined by `__`, e.g. GEOSCIM_HTTP__LISTEN)"
+    )]
+    UnknownEnv { name: String, keys: String },
 }
 
 /// One region's configuration.
@@ -92,7 +99,25 @@ pub struct TenantConfig {
     /// Group displayNames are unique in the tenant, compared case-insensitively.
     #[serde(default = "yes")]
     pub unique_group_names: bool,
+    /// Attributes besides `active` whose restrictive values win every concurrent write (an
+    /// attribute that gates access downstream, e.g. `userType = "Terminated"`).
+    #[serde(default)]
+    pub sticky: Vec<StickyConfig>,
 }
+
+/// One sticky attribute of a tenant (`[[tenants.<name>.sticky]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// A single-valued, writable User attribute: a core name (`userType`) or
+    /// `<extension URN>:<name>`. Checked against the schema at start.
+    pub attribute: String,
+    /// The values that restrict access (strings, booleans or numbers of the attribute's type).
+    pub restrictive: Vec<serde_json::Value>,
+}
+
+/// How many sticky attributes a tenant may name (each costs a lookup on every write).
+pub const MAX_STICKY_ATTRIBUTES: usize = 16;
 
 fn yes() -> bool {
     true
@@ -105,8 +130,8 @@ pub struct ReplicationConfig {
     /// UDP address of this region's QUIC endpoint; port 0 binds a free port (printed).
     #[serde(default = "default_quic_listen")]
     pub listen: SocketAddr,
-    /// Folder with `ca.pem` and this region's `<region>.pem` / `<region>.key`. When the folder
-    /// has no CA yet, one is created there with this region's certificate (local clusters).
+    /// Folder with `ca.pem` and this region's `<region>.pem` / `<region>.key`, made by
+    /// `geoscim certs` (or `geoscim up`); a folder without them stops the region at start.
     pub certs_dir: PathBuf,
     /// The other regions and where their QUIC endpoints listen.
     #[serde(default)]
@@ -453,7 +478,24 @@ impl Default for StorageConfig {
     }
 }
 
-/// Top-level keys, used to tell our environment variables from unrelated `GEOSCIM_*` ones.
+/// `GEOSCIM_*` variables that are not configuration: read by geoscim's other commands (the
+/// log filter and format, the tokens of `idp-sim` and `conflicts`) and by its test suite and
+/// tools. Every other `GEOSCIM_*` variable must name a config key.
+pub const OTHER_ENV: &[&str] = &[
+    "LOG",
+    "LOG_FORMAT",
+    "TOKEN",
+    "ADMIN_TOKEN",
+    "BIN",
+    "BINARY",
+    "SCIM2",
+    "SIM_SEED",
+    "SIM_SEEDS",
+    "UPDATE_SCREENSHOT",
+    "TERRAFORM_TEST",
+];
+
+/// Top-level keys: a `GEOSCIM_*` variable's first segment must be one of them.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "region",
     "data_dir",
@@ -492,7 +534,7 @@ impl Config {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        apply_env(&mut table, env);
+        apply_env(&mut table, env)?;
         let config: Config =
             toml::Value::Table(table)
                 .try_into()
@@ -647,6 +689,7 @@ impl Config {
                 }
             }
         }
+        self.check_ranges()?;
         if let Some(d) = &self.dns {
             d.validate(&self.region)?;
         }
@@ -673,8 +716,173 @@ impl Config {
                 &format!("tenant {name:?}: must be 1-63 characters of a-z, 0-9, '-' and '_'"),
             );
         }
+        for (name, tenant) in &self.tenants {
+            if let Err(rule) = check_sticky(&tenant.sticky) {
+                return invalid("tenants.<name>.sticky", &format!("tenant {name:?}: {rule}"));
+            }
+        }
         Ok(())
     }
+}
+
+impl Config {
+    /// The range of every numeric key not checked with a rule of its own above: a typo of a
+    /// few zeros (a timeout of 0 or of days, a cache of a billion documents) stops the region
+    /// at start instead of misbehaving under load.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        const DAY_MS: u64 = 86_400_000;
+        let n = |v: usize| v as u64;
+        let (h, sc, st) = (&self.http, &self.scim, &self.storage);
+        let mut ranges: Vec<(&'static str, u64, u64, u64)> = vec![
+            ("http.max_body_bytes", n(h.max_body_bytes), 1024, 64 << 20),
+            ("http.max_in_flight", n(h.max_in_flight), 1, 100_000),
+            ("http.max_connections", n(h.max_connections), 1, 1_000_000),
+            ("scim.max_filter_len", n(sc.max_filter_len), 1, 1 << 20),
+            ("scim.max_filter_depth", n(sc.max_filter_depth), 1, 1000),
+            (
+                "scim.default_page_size",
+                n(sc.default_page_size),
+                1,
+                100_000,
+            ),
+            ("scim.max_page_size", n(sc.max_page_size), 1, 100_000),
+            ("scim.max_patch_ops", n(sc.max_patch_ops), 1, 100_000),
+            (
+                "storage.doc_cache_size",
+                n(st.doc_cache_size),
+                1,
+                10_000_000,
+            ),
+            (
+                "storage.member_history_entries",
+                n(st.member_history_entries),
+                0,
+                1_000_000,
+            ),
+        ];
+        // Keys where 0 turns the feature off.
+        let mut off_or: Vec<(&'static str, u64, u64, u64)> = Vec::new();
+        if let Some(r) = &self.replication {
+            ranges.extend([
+                (
+                    "replication.quorum_timeout_ms",
+                    r.quorum_timeout_ms,
+                    10,
+                    600_000,
+                ),
+                (
+                    "replication.lookup_timeout_ms",
+                    r.lookup_timeout_ms,
+                    10,
+                    60_000,
+                ),
+                (
+                    "replication.log_keep_entries",
+                    r.log_keep_entries,
+                    0,
+                    100_000_000,
+                ),
+                ("replication.start_hold_ms", r.start_hold_ms, 0, 600_000),
+                (
+                    "replication.peers_srv_refresh_ms",
+                    r.peers_srv_refresh_ms,
+                    100,
+                    DAY_MS,
+                ),
+            ]);
+            off_or.extend([
+                (
+                    "replication.digest_interval_ms",
+                    r.digest_interval_ms,
+                    MIN_DIGEST_INTERVAL_MS,
+                    DAY_MS,
+                ),
+                (
+                    "replication.tombstone_gc_interval_ms",
+                    r.tombstone_gc_interval_ms,
+                    100,
+                    DAY_MS,
+                ),
+                (
+                    "replication.membership_gc_interval_ms",
+                    r.membership_gc_interval_ms,
+                    100,
+                    DAY_MS,
+                ),
+                (
+                    "replication.truncate_interval_ms",
+                    r.truncate_interval_ms,
+                    100,
+                    DAY_MS,
+                ),
+                (
+                    "replication.log_max_entries",
+                    r.log_max_entries,
+                    1,
+                    10_000_000_000,
+                ),
+            ]);
+        }
+        for (key, value, lo, hi) in ranges {
+            if !(lo..=hi).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    rule: format!("must be between {lo} and {hi} (is {value})"),
+                });
+            }
+        }
+        for (key, value, lo, hi) in off_or {
+            if value != 0 && !(lo..=hi).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    rule: format!("must be 0 (off) or between {lo} and {hi} (is {value})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shape of a tenant's sticky attributes (their names are checked against the schema at
+/// start, where the schema is known).
+fn check_sticky(sticky: &[StickyConfig]) -> Result<(), String> {
+    if sticky.len() > MAX_STICKY_ATTRIBUTES {
+        return Err(format!("at most {MAX_STICKY_ATTRIBUTES} sticky attributes"));
+    }
+    for (i, s) in sticky.iter().enumerate() {
+        if s.attribute.trim().is_empty() {
+            return Err(format!("sticky[{i}].attribute must not be empty"));
+        }
+        if s.attribute.eq_ignore_ascii_case("active") {
+            return Err(format!(
+                "sticky[{i}]: `active` is always sticky (false restricts); name another attribute"
+            ));
+        }
+        if sticky[..i]
+            .iter()
+            .any(|o| o.attribute.eq_ignore_ascii_case(&s.attribute))
+        {
+            return Err(format!("sticky[{i}]: {:?} is named twice", s.attribute));
+        }
+        if s.restrictive.is_empty() {
+            return Err(format!(
+                "sticky[{i}].restrictive must name at least one value"
+            ));
+        }
+        if let Some(v) = s.restrictive.iter().find(|v| {
+            !matches!(
+                v,
+                serde_json::Value::String(_)
+                    | serde_json::Value::Bool(_)
+                    | serde_json::Value::Number(_)
+            )
+        }) {
+            return Err(format!(
+                "sticky[{i}].restrictive: {v} is not a string, boolean or number"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Is `s` a SHA-256 in hex (either case)?
@@ -682,15 +890,26 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Apply `GEOSCIM_*` overrides to the parsed table.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+/// Apply `GEOSCIM_*` overrides to the parsed table. A variable whose first segment is no
+/// top-level key (and not one of [`OTHER_ENV`]) is an error; a wrong nested key is caught by
+/// the schema (`deny_unknown_fields`) when the table is read.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+        if OTHER_ENV.contains(&rest) {
             continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) || path.iter().any(String::is_empty) {
+            return Err(ConfigError::UnknownEnv {
+                name,
+                keys: TOP_LEVEL_KEYS.join(", "),
+            });
         }
         let value = parse_env_value(&raw);
         let mut node = &mut *table;
@@ -705,6 +924,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         }
         node.insert(path[path.len() - 1].clone(), value);
     }
+    Ok(())
 }
 
 /// A TOML value when the text is one, else the text as a string.
@@ -735,6 +955,91 @@ mod tests {
     }
 
     #[test]
+    fn numeric_keys_out_of_range_are_refused_naming_the_key() {
+        let base = "region = \"a\"\ndata_dir = \"d\"\n[replication]\ncerts_dir = \"c\"\nwrite_quorum = 1\n";
+        for (name, value, key) in [
+            (
+                "GEOSCIM_HTTP__MAX_BODY_BYTES",
+                "1000000000",
+                "http.max_body_bytes",
+            ),
+            (
+                "GEOSCIM_SCIM__MAX_FILTER_DEPTH",
+                "100000",
+                "scim.max_filter_depth",
+            ),
+            (
+                "GEOSCIM_STORAGE__DOC_CACHE_SIZE",
+                "1000000000",
+                "storage.doc_cache_size",
+            ),
+            (
+                "GEOSCIM_REPLICATION__QUORUM_TIMEOUT_MS",
+                "0",
+                "replication.quorum_timeout_ms",
+            ),
+            (
+                "GEOSCIM_REPLICATION__LOOKUP_TIMEOUT_MS",
+                "86400000",
+                "replication.lookup_timeout_ms",
+            ),
+            (
+                "GEOSCIM_REPLICATION__TRUNCATE_INTERVAL_MS",
+                "5",
+                "replication.truncate_interval_ms",
+            ),
+            (
+                "GEOSCIM_REPLICATION__START_HOLD_MS",
+                "3600000",
+                "replication.start_hold_ms",
+            ),
+        ] {
+            let e = Config::from_toml(base, "t", env(&[(name, value)])).unwrap_err();
+            assert!(e.to_string().contains(key), "{name}: {e}");
+        }
+        // 0 turns an interval off.
+        Config::from_toml(
+            base,
+            "t",
+            env(&[("GEOSCIM_REPLICATION__TRUNCATE_INTERVAL_MS", "0")]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_environment_variable_that_names_no_key_is_an_error_naming_it() {
+        for name in [
+            "GEOSCIM_HTTTP__LISTEN",
+            "GEOSCIM_UNRELATED_THING",
+            "GEOSCIM_HTTP____X",
+        ] {
+            let e = Config::from_toml("region = \"a\"\ndata_dir = \"d\"", "t", env(&[(name, "1")]))
+                .unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        // A wrong nested key is refused by the schema, naming the key.
+        let e = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"",
+            "t",
+            env(&[("GEOSCIM_HTTP__LISTN", "127.0.0.1:1")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    /// Every key a config serialises to is one [`apply_env`] accepts (a new top-level section
+    /// must be added to `TOP_LEVEL_KEYS`).
+    #[test]
+    fn every_top_level_key_is_known_to_the_environment_overrides() {
+        let mut c = Config::from_toml("region = \"a\"\ndata_dir = \"d\"", "t", []).unwrap();
+        c.public_url = Some("https://x".into());
+        let table = toml::Table::try_from(&c).unwrap();
+        for key in table.keys() {
+            assert!(TOP_LEVEL_KEYS.contains(&key.as_str()), "{key} missing");
+        }
+    }
+
+    #[test]
     fn environment_overrides_nested_keys_and_parses_toml_values() {
         let c = Config::from_toml(
             "region = \"a\"\ndata_dir = \"d\"",
@@ -748,7 +1053,7 @@ mod tests {
                     "GEOSCIM_TOKENS",
                     &format!("[{{tenant=\"t1\", sha256=\"{}\"}}]", "a".repeat(64)),
                 ),
-                ("GEOSCIM_UNRELATED_THING", "x"),
+                ("GEOSCIM_LOG", "debug"),
             ]),
         )
         .unwrap();

@@ -40,9 +40,11 @@
 //! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
 //! - `cli`: the thin command line over `server` and `admin_client`.
 //!
-//! Dependencies point one way: `cli → {server, local_cluster, admin_client, idp_sim} → {api,
-//! replication, dns} → store → {conflict, scim → ids}`; `api` reads `dns::View` for `/health`
-//! and `/metrics`.
+//! Dependencies point mostly one way: `cli → {server, local_cluster, admin_client, idp_sim} →
+//! {api, dashboard, replication, dns} → store → conflict → scim`, with `ids` and `config` below
+//! everything. Known exceptions: `api` reads `dns::View` for `/health` and `/metrics` and
+//! mounts the dashboard's routes (which read `api`'s health); `store` takes one constant from
+//! `replication::wire`. `docs/ARCHITECTURE.md` has the map.
 
 pub mod admin_client;
 pub mod api;

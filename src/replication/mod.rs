@@ -81,9 +81,9 @@
 //!   steps in only if the peer stalls for `forward_after`.
 //! - *One outstanding `Apply` per origin.* Entries arriving while the store commits are held
 //!   and go in the next batch (group commit), and the store never has to order two batches.
-//! - *No log compaction yet.* Catch-up and bootstrap replay the log from the peer's mark, so
-//!   logs must be kept whole. Truncating them needs a snapshot transfer (per-document
-//!   Automerge sync for regions behind the truncation point): a `MessageV2` addition.
+//! - *Logs are truncated, not kept whole.* Entries every known region holds are cut (beyond a
+//!   keep window); a region behind the cut, or a new one, gets a snapshot of current state
+//!   (`snapshot.rs`) instead of the history.
 //!
 //! # What the store must guarantee (the integrator's side)
 //! - **No permanent holes in its own origin.** Sequence numbers are allocated before the write

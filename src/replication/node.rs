@@ -31,6 +31,16 @@ use crate::store::Store;
 pub enum NodeError {
     #[error("certificates in {dir}: {source}")]
     Certs { dir: String, source: CertError },
+    #[error(
+        "replication.certs_dir {dir} lacks {missing}: a region never makes its own CA; create \
+         the cluster's certificates with `geoscim certs --out {dir} --regions {region},<peers…>` \
+         (or check the path)"
+    )]
+    NoCerts {
+        dir: String,
+        missing: String,
+        region: String,
+    },
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("cannot read the bound QUIC address: {0}")]
@@ -97,9 +107,37 @@ impl Node {
     }
 }
 
-/// This region's identity and the cluster CA from `dir`. A folder without a CA gets a new one
-/// (a local cluster's first start); a region without a certificate gets one when the CA key
-/// is there. Production clusters create them with `geoscim certs` instead.
+/// This region's identity and the cluster CA from `dir`, which must hold them: a region never
+/// makes a CA of its own (a mistyped `certs_dir` would otherwise start a region that trusts
+/// no peer and no peer trusts). `geoscim certs` makes them; `geoscim up` calls
+/// [`load_or_create_identity`].
+pub fn load_identity(dir: &Path, region: &str) -> Result<(Identity, String), NodeError> {
+    let missing = [
+        certs::ca_cert_path(dir),
+        certs::region_cert_path(dir, region),
+    ]
+    .into_iter()
+    .find(|p| !p.exists());
+    if let Some(path) = missing {
+        return Err(NodeError::NoCerts {
+            dir: dir.display().to_string(),
+            missing: path.display().to_string(),
+            region: region.to_string(),
+        });
+    }
+    let certs = |source| NodeError::Certs {
+        dir: dir.display().to_string(),
+        source,
+    };
+    Ok((
+        certs::load_identity(dir, region).map_err(certs)?,
+        certs::load_ca_cert(dir).map_err(certs)?,
+    ))
+}
+
+/// This region's identity and the cluster CA from `dir`, creating what is missing: a folder
+/// without a CA gets a new one, a region without a certificate gets one when the CA key is
+/// there. Only for `geoscim up`, whose local cluster owns its folder.
 pub fn load_or_create_identity(dir: &Path, region: &str) -> Result<(Identity, String), CertError> {
     std::fs::create_dir_all(dir).map_err(|e| CertError::Io {
         path: dir.to_path_buf(),
@@ -237,11 +275,7 @@ pub async fn start(
     region: &str,
     cfg: &ReplicationConfig,
 ) -> Result<Node, NodeError> {
-    let (identity, ca_pem) =
-        load_or_create_identity(&cfg.certs_dir, region).map_err(|source| NodeError::Certs {
-            dir: cfg.certs_dir.display().to_string(),
-            source,
-        })?;
+    let (identity, ca_pem) = load_identity(&cfg.certs_dir, region)?;
     let transport = Arc::new(Transport::bind(cfg.listen, &identity, &ca_pem)?);
     let addr = transport.local_addr().map_err(NodeError::Addr)?;
     let (tx, rx) = mpsc::unbounded_channel();
