@@ -290,7 +290,15 @@ async fn undo_process(state: &FaultState) -> Result<(), String> {
                 if http.is_empty() {
                     Ok(())
                 } else {
-                    wait_healthy(&http, pid, &launch.marker, timeout).await
+                    wait_healthy(&http, pid, &launch.marker, timeout)
+                        .await
+                        .map_err(|why| {
+                            format!(
+                                "the region did not come back: {why}. Last lines of {}:\n{}",
+                                launch.log.display(),
+                                crate::lifecycle::log_tail(&launch.log, 15)
+                            )
+                        })
                 }
             }
         }
