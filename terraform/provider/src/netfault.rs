@@ -208,18 +208,35 @@ mod tests {
             )
             .await
             .unwrap_or_else(|| panic!("region create in a namespace failed: {d:?}"));
-        let sleeper = sleeper_in(dir.path(), &eu.namespace);
-        assert!(
-            connects_from(&eu.namespace, &addr),
-            "eu reaches us before the cut"
-        );
-
         let fault = FaultState {
             kind: Value::Value("partition".into()),
             network: net.record_file.clone(),
             side_a: Value::Value(vec!["eu".into()]),
             ..Default::default()
         };
+        // Nothing runs in eu's namespace yet: cutting it off would cut nothing, so it is refused.
+        let mut refused = Diagnostics::default();
+        assert!(FaultResource
+            .create(
+                &mut refused,
+                fault.clone(),
+                Default::default(),
+                Default::default(),
+                Default::default()
+            )
+            .await
+            .is_none());
+        let text = format!("{refused:?}");
+        assert!(
+            text.contains("side_a") && text.contains("runs no process"),
+            "{text}"
+        );
+
+        let sleeper = sleeper_in(dir.path(), &eu.namespace);
+        assert!(
+            connects_from(&eu.namespace, &addr),
+            "eu reaches us before the cut"
+        );
         assert!(
             FaultResource
                 .validate(&mut d, fault.clone())
