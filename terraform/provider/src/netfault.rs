@@ -161,9 +161,10 @@ mod tests {
         .is_ok()
     }
 
-    /// A process that only holds a namespace (a region that needs no ports for the test).
+    /// A process that only holds a namespace (a region that needs no ports for the test),
+    /// returned once it runs inside it (spawning returns before `ip netns exec` has entered).
     fn sleeper_in(dir: &Path, ns: &str) -> i32 {
-        process::spawn(&Launch {
+        let pid = process::spawn(&Launch {
             binary: "/bin/sleep".into(),
             args: vec!["307.5".into()],
             env: vec![],
@@ -172,7 +173,25 @@ mod tests {
             netns: Some(ns.into()),
             marker: "307.5".into(),
         })
-        .unwrap()
+        .unwrap();
+        let inside = || {
+            netcmd::run(&netplan::Cmd {
+                program: "ip".into(),
+                args: vec!["netns".into(), "pids".into(), ns.into()],
+            })
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|p| p == pid.to_string())
+        };
+        let start = std::time::Instant::now();
+        while !inside() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sleeper never entered {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pid
     }
 
     #[tokio::test]
@@ -184,6 +203,7 @@ mod tests {
             return;
         };
         let l = read_record(Path::new(&s(&net.record_file))).unwrap();
+        let _guard = crate::network::tests::Guard(l.clone());
         let (eu, us) = (l.region("eu").unwrap(), l.region("us").unwrap());
         // A real region in us's namespace on us's address; eu's namespace holds a sleeper.
         let mut region = single(dir.path(), 8);
@@ -363,6 +383,7 @@ mod tests {
             return;
         };
         let l = read_record(Path::new(&s(&net.record_file))).unwrap();
+        let _guard = crate::network::tests::Guard(l.clone());
         let fault = FaultState {
             kind: Value::Value("degrade".into()),
             network: net.record_file.clone(),

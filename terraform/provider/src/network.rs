@@ -429,6 +429,23 @@ impl Resource for NetworkResource {
 pub(crate) mod tests {
     use super::*;
 
+    /// Removes a test's network when the test ends, also when it fails half-way (a network
+    /// left behind would make the next run's create refuse its names).
+    pub struct Guard(pub Layout);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for (_, pid) in processes_inside(&self.0) {
+                let _ = crate::process::signal(pid, Signal::SIGKILL);
+            }
+            for c in netplan::destroy_commands(&self.0) {
+                if let Err(e) = netcmd::run_undo(&c) {
+                    eprintln!("test network cleanup: {e}");
+                }
+            }
+        }
+    }
+
     /// A network for a test, or `None` after saying why namespaces are unavailable (fails
     /// under CI, which runs as root).
     pub async fn test_network(
@@ -476,6 +493,7 @@ pub(crate) mod tests {
             return;
         };
         let l = read_record(Path::new(&s(&net.record_file))).unwrap();
+        let _guard = Guard(l.clone());
         assert_eq!(remains(&l).len(), 4, "router, two regions, the host link");
         let mut d = Diagnostics::default();
         assert!(NetworkResource
