@@ -80,6 +80,12 @@ variable "tenant_homes" {
   default     = {}
 }
 
+variable "netns" {
+  description = "Run inside this network namespace (geoscim_network.<n>.namespaces[<name>]; needs root). null: the root namespace."
+  type        = string
+  default     = null
+}
+
 resource "geoscim_region" "this" {
   name               = var.name
   cluster            = var.cluster
@@ -92,6 +98,7 @@ resource "geoscim_region" "this" {
   keep_data          = var.keep_data
   env                = var.env
   tenant_homes       = var.tenant_homes
+  netns              = var.netns
 }
 
 output "name" {

@@ -72,10 +72,12 @@ pub fn satisfied(o: &Observation, wait_for: &str, expect_down: &[String]) -> boo
                 .health
                 .iter()
                 .all(|(name, h)| h.up != expect_down.contains(name));
+            // An answer must name an up region of this view (an address outside it, e.g. a
+            // region the view's responders cannot reach, does not count as moved).
             down_ok
                 && o.answers
                     .values()
-                    .all(|r| !r.is_empty() && !expect_down.contains(r))
+                    .all(|r| o.health.get(r).is_some_and(|h| h.up) && !expect_down.contains(r))
         }
         "converged" => probe::converged(&o.health),
         _ => true,
@@ -110,6 +112,11 @@ mod tests {
         assert!(satisfied(&o, "answers", &down));
         o.answers.insert("eu-client".into(), String::new());
         assert!(!satisfied(&o, "answers", &down), "no answer at all");
+        o.answers.insert("eu-client".into(), "10.231.1.2".into());
+        assert!(
+            !satisfied(&o, "answers", &down),
+            "an address of no region in the view"
+        );
         assert!(satisfied(&o, "none", &down));
     }
 }

@@ -7,7 +7,11 @@
 //!   `region_state` its attributes and defaults, `lifecycle` its files and process as read.
 //! - `regionconf`: pure: a region's settings checked and rendered as its region file.
 //! - `process`: starting detached processes, liveness (zombies are dead), stopping.
-//! - `certs`, `token`, `fault`: `geoscim_cluster_certs`, `geoscim_token`, `geoscim_fault`.
+//! - `certs`, `token`, `fault`: `geoscim_cluster_certs`, `geoscim_token`, `geoscim_fault`
+//!   (kill and stop; `netfault` its partition and degrade).
+//! - `network`: `geoscim_network`, namespaces, a router and links for the regions;
+//!   `netplan` (pure) their layout and every `ip`/`tc` command line, `netcmd` runs them and
+//!   says what this machine cannot do.
 //! - `cluster`, `user`: data sources `geoscim_cluster` and `geoscim_user`.
 //! - `probe`: `/health`, the admin API and DNS answers read from outside, and their summaries.
 //! - `schema`: terse schema and diagnostic helpers.
@@ -20,6 +24,10 @@ mod certs;
 mod cluster;
 mod fault;
 mod lifecycle;
+mod netcmd;
+mod netfault;
+mod netplan;
+mod network;
 mod probe;
 mod process;
 mod provider;

@@ -139,7 +139,7 @@ pub fn spawn(launch: &Launch) -> Result<i32, ProcessError> {
     })?;
     let mut cmd = match &launch.netns {
         Some(ns) => {
-            let mut c = Command::new("ip");
+            let mut c = Command::new(crate::netcmd::tool("ip").unwrap_or_else(|| "ip".into()));
             c.args(["netns", "exec", ns]).arg(&launch.binary);
             c
         }
@@ -199,11 +199,30 @@ pub fn stop(pid: i32, marker: &str, timeout: Duration) -> Result<bool, ProcessEr
     Ok(true)
 }
 
-/// Wait (bounded) until `pid` is no longer our live process.
+/// Whether `pid` is a zombie whose other threads are still exiting: the thread group leader
+/// turns into a zombie (and so reads dead) while the process's other threads are still
+/// releasing what it held, its sockets and file locks among them. A region started again
+/// before they are gone finds its ports or its RocksDB lock still taken, and exits.
+pub fn still_exiting(pid: i32) -> bool {
+    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_state(&s));
+    let threads = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    exiting_of(state, threads)
+}
+
+/// [`still_exiting`] from the state letter and the number of threads left.
+pub fn exiting_of(state: Option<char>, threads: usize) -> bool {
+    matches!(state, Some('Z') | Some('X')) && threads > 1
+}
+
+/// Wait (bounded) until `pid` is no longer our live process and has entirely exited.
 pub fn wait_dead(pid: i32, marker: &str, timeout: Duration) -> bool {
     let start = Instant::now();
     loop {
-        if liveness(pid, marker) == Liveness::Dead {
+        if liveness(pid, marker) == Liveness::Dead && !still_exiting(pid) {
             return true;
         }
         if start.elapsed() >= timeout {
@@ -232,6 +251,14 @@ mod tests {
         assert_eq!(liveness_of(Some('T'), true), Liveness::Stopped);
         assert_eq!(liveness_of(Some('S'), false), Liveness::Dead);
         assert_eq!(liveness_of(None, true), Liveness::Dead);
+    }
+
+    #[test]
+    fn a_zombie_leader_with_threads_left_is_still_exiting() {
+        assert!(exiting_of(Some('Z'), 3));
+        assert!(!exiting_of(Some('Z'), 1));
+        assert!(!exiting_of(Some('S'), 3));
+        assert!(!exiting_of(None, 0));
     }
 
     fn sleeper(dir: &Path, secs: &str) -> Launch {

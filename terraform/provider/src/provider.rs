@@ -48,6 +48,7 @@ impl Provider for GeoscimProvider {
             "cluster_certs" => crate::certs::CertsResource,
             "token" => crate::token::TokenResource,
             "fault" => crate::fault::FaultResource,
+            "network" => crate::network::NetworkResource,
         })
     }
 

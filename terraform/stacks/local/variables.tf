@@ -24,25 +24,84 @@ variable "down" {
 }
 
 variable "faults" {
-  description = "Faults to hold: kind (kill or stop) and region. Each is undone when removed."
-  type        = list(object({ kind = string, region = string }))
-  default     = []
+  description = <<-EOT
+    Faults to hold, each undone when removed: kind and region. kill and stop act on the
+    region's process; partition cuts region off from `others` (default: every other region);
+    degrade slows region's link (delay_ms, jitter_ms, loss_percent). partition and degrade
+    need netns = true.
+  EOT
+  type = list(object({
+    kind         = string
+    region       = string
+    others       = optional(list(string))
+    delay_ms     = optional(number)
+    jitter_ms    = optional(number)
+    loss_percent = optional(number)
+  }))
+  default = []
   validation {
     condition     = alltrue([for f in var.faults : contains(["kill", "stop", "partition", "degrade"], f.kind)])
     error_message = "A fault's kind is kill, stop, partition or degrade."
   }
+  validation {
+    condition     = var.netns || alltrue([for f in var.faults : contains(["kill", "stop"], f.kind)])
+    error_message = "partition and degrade cut and slow links between network namespaces: set netns = true (needs root)."
+  }
+}
+
+variable "netns" {
+  description = "Run every region in a network namespace of its own (geoscim_network; needs root), so partition and degrade faults can act on their links."
+  type        = bool
+  default     = false
+}
+
+variable "network_cidr" {
+  description = "With netns: the 10.x.0.0/16 of the links (region i gets 10.x.(i+1).2)."
+  type        = string
+  default     = "10.231.0.0/16"
+}
+
+variable "network_name" {
+  description = "With netns: the prefix of the namespaces (<name>-<region>, <name>-wan) and of the host link (<name>-h)."
+  type        = string
+  default     = "gstf"
 }
 
 variable "provision" {
-  description = "idp-sim runs: label -> client network (ECS) and how many users. Each runs once, when it first appears."
-  type        = map(object({ client_subnet = string, users = number }))
-  default     = {}
+  description = <<-EOT
+    idp-sim runs: label -> client network (ECS) and how many users. Each runs once, when it
+    first appears. `side` (during a partition): the regions it may use, whose responders it
+    asks and in which it checks every acknowledged write (default: every region not lost).
+    `duration`: seconds after which it starts no new operation (default 60); `attempts`: tries
+    per request (default 20; fewer where writes are expected to fail, e.g. offboarding in a
+    region cut off from its write quorum).
+  EOT
+  type = map(object({
+    client_subnet = string
+    users         = number
+    side          = optional(list(string))
+    duration      = optional(number, 60)
+    attempts      = optional(number, 20)
+  }))
+  default = {}
 }
 
 variable "check_user" {
   description = "A userName every surviving region must have (data.geoscim_user.check)."
   type        = string
   default     = ""
+}
+
+variable "check_users" {
+  description = "userName -> the regions that must have it (empty: every region not lost); read by data.geoscim_user.checks."
+  type        = map(list(string))
+  default     = {}
+}
+
+variable "dns_view" {
+  description = "DNS as the responders of the regions in `from` answer (data.geoscim_cluster.view), waiting until no answer names a region in `avoid`: the other side of a partition."
+  type        = object({ from = list(string), avoid = list(string) })
+  default     = null
 }
 
 variable "client_subnets" {
