@@ -321,6 +321,15 @@ pub struct ScimConfig {
     /// a one-member change to a large group must not answer the group. 0: never.
     #[serde(default = "default_write_response_members")]
     pub write_response_members: usize,
+    /// Seconds a cursor of cursor pagination (RFC 9865) stays valid after the page that issued
+    /// it (`cursorTimeout`); older cursors answer 400 `expiredCursor`.
+    #[serde(default = "default_cursor_timeout_secs")]
+    pub cursor_timeout_secs: u64,
+    /// Hex secret (at least 32 hex digits) that seals cursors. Give every region of a cluster
+    /// the same one, so a client can follow a cursor to whichever region DNS sends it next.
+    /// Unset: a random key per process, and cursors work only at the process that issued them.
+    #[serde(default)]
+    pub cursor_key: Option<String>,
 }
 
 /// Storage tuning.
@@ -407,6 +416,9 @@ fn default_max_members_per_page() -> usize {
 fn default_write_response_members() -> usize {
     100
 }
+fn default_cursor_timeout_secs() -> u64 {
+    600
+}
 fn default_true() -> bool {
     true
 }
@@ -439,6 +451,8 @@ impl Default for ScimConfig {
             max_patch_ops: default_max_patch_ops(),
             max_members_per_page: default_max_members_per_page(),
             write_response_members: default_write_response_members(),
+            cursor_timeout_secs: default_cursor_timeout_secs(),
+            cursor_key: None,
         }
     }
 }
@@ -579,6 +593,20 @@ impl Config {
                 "scim.write_response_members",
                 "must not exceed scim.max_members_per_page",
             );
+        }
+        if !(1..=86_400).contains(&self.scim.cursor_timeout_secs) {
+            return invalid(
+                "scim.cursor_timeout_secs",
+                "must be between 1 and 86400 (s)",
+            );
+        }
+        if let Some(k) = &self.scim.cursor_key {
+            if k.len() < 32 || k.len() % 2 != 0 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(
+                    "scim.cursor_key",
+                    "must be an even number (at least 32) of hex digits",
+                );
+            }
         }
         if self.storage.doc_cache_size == 0 {
             return invalid("storage.doc_cache_size", "must be at least 1");

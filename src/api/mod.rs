@@ -10,6 +10,7 @@ mod admin_live;
 mod discovery;
 mod list;
 pub mod metrics;
+mod paging;
 mod render;
 mod resources;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub dns: std::sync::OnceLock<Arc<crate::dns::View>>,
     /// The dashboard's sessions, chart samples and stream count.
     pub dashboard: crate::dashboard::Dashboard,
+    /// Seals the cursors of cursor pagination: `scim.cursor_key`, else random per process.
+    pub cursor_key: crate::scim::cursor::CursorKey,
 }
 
 impl AppState {
@@ -69,6 +72,11 @@ impl AppState {
             .map(|t| t.sha256.to_ascii_lowercase())
             .collect();
         let dashboard = crate::dashboard::Dashboard::new(&config.dashboard);
+        // `validate()` has checked that the key is hex.
+        let cursor_key = match config.scim.cursor_key.as_deref().map(hex::decode) {
+            Some(Ok(secret)) => crate::scim::cursor::CursorKey::new(&secret),
+            _ => crate::scim::cursor::CursorKey::new(&rand::random::<[u8; 32]>()),
+        };
         AppState {
             store,
             config,
@@ -80,6 +88,7 @@ impl AppState {
             cluster: std::sync::OnceLock::new(),
             dns: std::sync::OnceLock::new(),
             dashboard,
+            cursor_key,
         }
     }
 }

@@ -13,6 +13,7 @@ mod history;
 mod limits;
 mod metrics_docs;
 mod migration;
+mod paging;
 mod partition;
 mod replication;
 mod restart;
