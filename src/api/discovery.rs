@@ -22,8 +22,8 @@ pub async fn service_provider_config(
         max_results: scim.max_page_size,
         default_page_size: scim.default_page_size.min(scim.max_page_size),
         cursor_timeout_secs: scim.cursor_timeout_secs,
-        bulk_max_operations: 0,
-        bulk_max_payload: state.config.http.max_body_bytes,
+        bulk_max_operations: scim.bulk_max_operations,
+        bulk_max_payload: scim.bulk_max_payload_bytes,
     };
     let body = schema::service_provider_config(&base, &caps);
     scim_response(StatusCode::OK, &body)

@@ -7,6 +7,7 @@
 
 mod admin;
 mod admin_live;
+mod bulk;
 mod discovery;
 mod list;
 pub mod metrics;
@@ -154,6 +155,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/.search",
             post(resources::search_all).fallback(not_allowed),
         )
+        .route("/Bulk", post(bulk::bulk).fallback(not_allowed))
         .route(
             "/ServiceProviderConfig",
             get(discovery::service_provider_config).fallback(not_allowed),
@@ -486,29 +488,38 @@ impl FromRequest<Arc<AppState>> for ScimJson {
         request: Request<Body>,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            if !ct.is_empty() && !ct.contains("json") {
-                return Err(ScimError::UnsupportedMediaType(format!(
-                    "content type {ct:?} is not supported; send {SCIM_JSON}"
-                ))
-                .into());
-            }
-        }
         let limit = state.config.http.max_body_bytes;
-        let wait = std::time::Duration::from_millis(state.config.http.body_read_timeout_ms);
-        let bytes = match tokio::time::timeout(
-            wait,
-            axum::body::to_bytes(request.into_body(), limit),
-        )
+        read_json(request, state, limit, |limit| {
+            format!("the request body exceeds http.max_body_bytes ({limit} bytes)")
+        })
         .await
-        {
+        .map(ScimJson)
+    }
+}
+
+/// Read a JSON request body of at most `limit` bytes (413 with `too_large(limit)` beyond it),
+/// within `http.body_read_timeout_ms` (else 408); a non-JSON content type is 415, malformed
+/// JSON `invalidSyntax`.
+pub(crate) async fn read_json(
+    request: Request<Body>,
+    state: &Arc<AppState>,
+    limit: usize,
+    too_large: fn(usize) -> String,
+) -> Result<Value, ApiError> {
+    if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.is_empty() && !ct.contains("json") {
+            return Err(ScimError::UnsupportedMediaType(format!(
+                "content type {ct:?} is not supported; send {SCIM_JSON}"
+            ))
+            .into());
+        }
+    }
+    let wait = std::time::Duration::from_millis(state.config.http.body_read_timeout_ms);
+    let bytes =
+        match tokio::time::timeout(wait, axum::body::to_bytes(request.into_body(), limit)).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => {
-                return Err(ApiError(ScimError::PayloadTooLarge(format!(
-                    "the request body exceeds http.max_body_bytes ({limit} bytes)"
-                ))))
-            }
+            Ok(Err(_)) => return Err(ApiError(ScimError::PayloadTooLarge(too_large(limit)))),
             Err(_) => {
                 state.metrics.body_timeouts.inc();
                 return Err(ApiError(ScimError::RequestTimeout(format!(
@@ -517,13 +528,11 @@ impl FromRequest<Arc<AppState>> for ScimJson {
                 ))));
             }
         };
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError(ScimError::InvalidSyntax(format!(
-                "the body is not valid JSON: {e}"
-            )))
-        })?;
-        Ok(ScimJson(value))
-    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(ScimError::InvalidSyntax(format!(
+            "the body is not valid JSON: {e}"
+        )))
+    })
 }
 
 /// The absolute SCIM base URL for responses (`meta.location`, `$ref`): `public_url` when set,

@@ -503,7 +503,7 @@ async fn cursor_list(
     ))
 }
 
-async fn create(
+pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
@@ -610,7 +610,7 @@ async fn get_one(
     ))
 }
 
-async fn replace(
+pub(super) async fn replace(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
@@ -654,7 +654,7 @@ async fn replace(
     ))
 }
 
-async fn patch_one(
+pub(super) async fn patch_one(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
@@ -712,7 +712,7 @@ async fn patch_one(
     ))
 }
 
-async fn delete(
+pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,

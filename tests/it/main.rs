@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod bulk;
 mod conflicts;
 mod conformance;
 mod dashboard_browser;
