@@ -346,6 +346,23 @@ pub struct ScimConfig {
     /// a one-member change to a large group must not answer the group. 0: never.
     #[serde(default = "default_write_response_members")]
     pub write_response_members: usize,
+    /// Seconds a cursor of cursor pagination (RFC 9865) stays valid after the page that issued
+    /// it (`cursorTimeout`); older cursors answer 400 `expiredCursor`.
+    #[serde(default = "default_cursor_timeout_secs")]
+    pub cursor_timeout_secs: u64,
+    /// Hex secret (at least 32 hex digits) that seals cursors. Give every region of a cluster
+    /// the same one, so a client can follow a cursor to whichever region DNS sends it next.
+    /// Unset: a random key per process, and cursors work only at the process that issued them.
+    #[serde(default)]
+    pub cursor_key: Option<String>,
+    /// Most operations in one `POST /Bulk` (`bulk.maxOperations`); more: 413. They run one
+    /// after another within `http.request_timeout_ms`.
+    #[serde(default = "default_bulk_max_operations")]
+    pub bulk_max_operations: usize,
+    /// Largest `POST /Bulk` body in bytes (`bulk.maxPayloadSize`); larger: 413. Bulk bodies
+    /// have their own limit because they are meant to be larger than single requests.
+    #[serde(default = "default_bulk_max_payload_bytes")]
+    pub bulk_max_payload_bytes: usize,
 }
 
 /// Storage tuning.
@@ -432,6 +449,15 @@ fn default_max_members_per_page() -> usize {
 fn default_write_response_members() -> usize {
     100
 }
+fn default_bulk_max_operations() -> usize {
+    1000
+}
+fn default_bulk_max_payload_bytes() -> usize {
+    1024 * 1024
+}
+fn default_cursor_timeout_secs() -> u64 {
+    600
+}
 fn default_true() -> bool {
     true
 }
@@ -464,6 +490,10 @@ impl Default for ScimConfig {
             max_patch_ops: default_max_patch_ops(),
             max_members_per_page: default_max_members_per_page(),
             write_response_members: default_write_response_members(),
+            cursor_timeout_secs: default_cursor_timeout_secs(),
+            cursor_key: None,
+            bulk_max_operations: default_bulk_max_operations(),
+            bulk_max_payload_bytes: default_bulk_max_payload_bytes(),
         }
     }
 }
@@ -620,6 +650,29 @@ impl Config {
             return invalid(
                 "scim.write_response_members",
                 "must not exceed scim.max_members_per_page",
+            );
+        }
+        if !(1..=86_400).contains(&self.scim.cursor_timeout_secs) {
+            return invalid(
+                "scim.cursor_timeout_secs",
+                "must be between 1 and 86400 (s)",
+            );
+        }
+        if let Some(k) = &self.scim.cursor_key {
+            if k.len() < 32 || k.len() % 2 != 0 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(
+                    "scim.cursor_key",
+                    "must be an even number (at least 32) of hex digits",
+                );
+            }
+        }
+        if !(1..=10_000).contains(&self.scim.bulk_max_operations) {
+            return invalid("scim.bulk_max_operations", "must be between 1 and 10000");
+        }
+        if !(1024..=64 << 20).contains(&self.scim.bulk_max_payload_bytes) {
+            return invalid(
+                "scim.bulk_max_payload_bytes",
+                "must be between 1024 and 67108864 (64 MiB)",
             );
         }
         if self.storage.doc_cache_size == 0 {
@@ -1120,6 +1173,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn paging_and_bulk_limits_are_validated_naming_the_key() {
+        for (line, key) in [
+            ("cursor_timeout_secs = 0", "scim.cursor_timeout_secs"),
+            ("cursor_key = \"abc\"", "scim.cursor_key"),
+            (
+                "cursor_key = \"zz00112233445566778899aabbccddeeff\"",
+                "scim.cursor_key",
+            ),
+            ("bulk_max_operations = 0", "scim.bulk_max_operations"),
+            (
+                "bulk_max_payload_bytes = 100",
+                "scim.bulk_max_payload_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(
+                &format!("region = \"a\"\ndata_dir = \"d\"\n[scim]\n{line}"),
+                "t",
+                [],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let ok = Config::from_toml(
+            "region = \"a\"\ndata_dir = \"d\"\n[scim]\n\
+             cursor_key = \"00112233445566778899aabbccddeeff\"\nbulk_max_operations = 5",
+            "t",
+            [],
+        )
+        .unwrap();
+        assert_eq!(ok.scim.bulk_max_operations, 5);
+        assert_eq!(ok.scim.cursor_timeout_secs, 600);
     }
 
     #[test]

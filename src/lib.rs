@@ -5,7 +5,8 @@
 //!   user ids that make replayed POSTs land on one document. Imports nothing of ours.
 //! - `config`: the region file (TOML), `GEOSCIM_*` environment overrides, `validate()`.
 //! - `scim`: the pure SCIM core: schemas and discovery documents, filters (parse, print,
-//!   evaluate), PATCH, validation of POST/PUT bodies, listing (sort, page, projection), errors.
+//!   evaluate), PATCH, validation of POST/PUT bodies, listing (sort, page, projection), sealed
+//!   list cursors (`cursor`), bulk requests and their `bulkId` references (`bulk`), errors.
 //!   No I/O.
 //! - `conflict`: the pure conflict rules: the document layout they live in (`layout`), the
 //!   detection of what each merge decided (`detect`, one record per losing value, deterministic
@@ -29,8 +30,9 @@
 //! - `local_cluster`: `geoscim up`, the ready-made local cluster of `regions/local/`.
 //! - `api`: the axum routers (SCIM, `/health`, `/metrics`, and the admin API `api::admin`:
 //!   conflict log and resource histories behind admin tokens): auth, admission and timeouts,
-//!   SCIM error mapping, rendering of resources with paged members (`render`) and lists
-//!   (`list`).
+//!   SCIM error mapping, rendering of resources with paged members (`render`), lists (`list`),
+//!   cursor pages (`paging`, RFC 9865) and `POST /Bulk` (`bulk`, each operation through the
+//!   single-resource handlers).
 //! - `dashboard`: the conflict dashboard at `/dashboard` (one embedded page; sign-in with an
 //!   admin token into a server-side session behind an HttpOnly cookie), the cluster view it
 //!   shows (`cluster`), and the charts' ring buffer of samples (`samples`). Its data comes from

@@ -17,11 +17,15 @@ pub async fn service_provider_config(
     headers: HeaderMap,
 ) -> Response {
     let base = base_url(&state, &headers);
-    let body = schema::service_provider_config(
-        &base,
-        state.config.scim.max_page_size,
-        state.config.http.max_body_bytes,
-    );
+    let scim = &state.config.scim;
+    let caps = schema::Capabilities {
+        max_results: scim.max_page_size,
+        default_page_size: scim.default_page_size.min(scim.max_page_size),
+        cursor_timeout_secs: scim.cursor_timeout_secs,
+        bulk_max_operations: scim.bulk_max_operations,
+        bulk_max_payload: scim.bulk_max_payload_bytes,
+    };
+    let body = schema::service_provider_config(&base, &caps);
     scim_response(StatusCode::OK, &body)
 }
 

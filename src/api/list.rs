@@ -37,30 +37,14 @@ pub fn list_in_store(
     max_members: usize,
 ) -> Result<Value, StoreError> {
     let skip = q.start_index.max(1) - 1;
-    let members = |kind: ResourceKind| match kind {
-        ResourceKind::Group if scim_members::shown(&q.attributes, &q.excluded_attributes) => {
-            Members::Page {
-                after: None,
-                count: max_members,
-            }
-        }
-        _ => Members::Hidden,
-    };
-    let show = |kind: ResourceKind, view: Value| -> Result<Value, StoreError> {
-        let r = render(store, tenant, kind, view, base, &members(kind))?;
-        Ok(list::project(
-            &r.body,
-            kind,
-            &q.attributes,
-            &q.excluded_attributes,
-        ))
-    };
+    let shown =
+        |kind: ResourceKind, view: Value| show(store, tenant, kind, view, base, q, max_members);
     if kinds.len() == 1 && q.filter.is_none() && q.sort_by.is_none() {
         let kind = kinds[0];
         let total = store.count(tenant, kind)?;
         let mut page = Vec::new();
         for view in store.page(tenant, kind, skip, q.count)? {
-            page.push(show(kind, view)?);
+            page.push(shown(kind, view)?);
         }
         return Ok(list::list_response(total, q.start_index.max(1), page));
     }
@@ -68,29 +52,9 @@ pub fn list_in_store(
     let mut total = 0usize;
     let mut page: Vec<(ResourceKind, Value)> = Vec::new();
     for &kind in kinds {
-        let member_ids = match (&q.filter, kind) {
-            (Some(f), ResourceKind::Group) => match scim_members::filter_members(f) {
-                FilterMembers::None => None,
-                FilterMembers::Ids(ids) => Some(ids),
-                FilterMembers::Unsupported => {
-                    return Err(StoreError::Scim(ScimError::InvalidFilter(
-                        "filters on a group's members can only name members by id \
-                         (members[value eq \"…\"] or members.value eq \"…\")"
-                            .into(),
-                    )))
-                }
-            },
-            _ => None,
-        };
+        let matcher = Matcher::new(store, tenant, kind, q.filter.as_ref())?;
         let matches = |view: Value| -> Result<Option<Value>, StoreError> {
-            let Some(f) = &q.filter else {
-                return Ok(Some(view));
-            };
-            let probe = match &member_ids {
-                Some(ids) => with_members(store, tenant, view.clone(), ids)?,
-                None => view.clone(),
-            };
-            Ok(filter::matches(f, &probe, kind).then_some(view))
+            Ok(matcher.matches(&view)?.then_some(view))
         };
         let sorter = q
             .sort_by
@@ -140,15 +104,99 @@ pub fn list_in_store(
     }
     let mut rendered = Vec::new();
     for (kind, view) in page.into_iter().take(q.count) {
-        rendered.push(show(kind, view)?);
+        rendered.push(shown(kind, view)?);
     }
     Ok(list::list_response(total, q.start_index.max(1), rendered))
+}
+
+/// One listed resource as this client sees it: rendered (location, a group's first page of
+/// members unless the projection hides them), then projected.
+pub(super) fn show(
+    store: &Store,
+    tenant: &str,
+    kind: ResourceKind,
+    view: Value,
+    base: &str,
+    q: &ListQuery,
+    max_members: usize,
+) -> Result<Value, StoreError> {
+    let members = match kind {
+        ResourceKind::Group if scim_members::shown(&q.attributes, &q.excluded_attributes) => {
+            Members::Page {
+                after: None,
+                count: max_members,
+            }
+        }
+        _ => Members::Hidden,
+    };
+    let r = render(store, tenant, kind, view, base, &members)?;
+    Ok(list::project(
+        &r.body,
+        kind,
+        &q.attributes,
+        &q.excluded_attributes,
+    ))
+}
+
+/// A list's filter, ready to test one type's views: a group's member terms read only the
+/// membership records they name.
+pub(super) struct Matcher<'a> {
+    store: &'a Store,
+    tenant: &'a str,
+    kind: ResourceKind,
+    filter: Option<&'a filter::Filter>,
+    member_ids: Option<BTreeSet<String>>,
+}
+
+impl<'a> Matcher<'a> {
+    /// The matcher of `filter` for `kind`; `invalidFilter` for a members term that would read
+    /// every member of every group.
+    pub(super) fn new(
+        store: &'a Store,
+        tenant: &'a str,
+        kind: ResourceKind,
+        filter: Option<&'a filter::Filter>,
+    ) -> Result<Matcher<'a>, StoreError> {
+        let member_ids = match (filter, kind) {
+            (Some(f), ResourceKind::Group) => match scim_members::filter_members(f) {
+                FilterMembers::None => None,
+                FilterMembers::Ids(ids) => Some(ids),
+                FilterMembers::Unsupported => {
+                    return Err(StoreError::Scim(ScimError::InvalidFilter(
+                        "filters on a group's members can only name members by id \
+                         (members[value eq \"…\"] or members.value eq \"…\")"
+                            .into(),
+                    )))
+                }
+            },
+            _ => None,
+        };
+        Ok(Matcher {
+            store,
+            tenant,
+            kind,
+            filter,
+            member_ids,
+        })
+    }
+
+    /// Does this view match (always, without a filter)?
+    pub(super) fn matches(&self, view: &Value) -> Result<bool, StoreError> {
+        let Some(f) = self.filter else {
+            return Ok(true);
+        };
+        let probe = match &self.member_ids {
+            Some(ids) => with_members(self.store, self.tenant, view.clone(), ids)?,
+            None => view.clone(),
+        };
+        Ok(filter::matches(f, &probe, self.kind))
+    }
 }
 
 /// Candidate ids from an index when the filter requires `attr eq "value"` on an indexed
 /// attribute (or, for groups, on `members.value`); `None` when it does not (scan instead).
 /// Candidates are re-checked by the filter.
-fn indexed_candidates(
+pub(super) fn indexed_candidates(
     store: &Store,
     tenant: &str,
     kind: ResourceKind,

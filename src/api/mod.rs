@@ -7,9 +7,11 @@
 
 mod admin;
 mod admin_live;
+mod bulk;
 mod discovery;
 mod list;
 pub mod metrics;
+mod paging;
 mod render;
 mod resources;
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub dns: std::sync::OnceLock<Arc<crate::dns::View>>,
     /// The dashboard's sessions, chart samples and stream count.
     pub dashboard: crate::dashboard::Dashboard,
+    /// Seals the cursors of cursor pagination: `scim.cursor_key`, else random per process.
+    pub cursor_key: crate::scim::cursor::CursorKey,
 }
 
 impl AppState {
@@ -69,6 +73,11 @@ impl AppState {
             .map(|t| t.sha256.to_ascii_lowercase())
             .collect();
         let dashboard = crate::dashboard::Dashboard::new(&config.dashboard);
+        // `validate()` has checked that the key is hex.
+        let cursor_key = match config.scim.cursor_key.as_deref().map(hex::decode) {
+            Some(Ok(secret)) => crate::scim::cursor::CursorKey::new(&secret),
+            _ => crate::scim::cursor::CursorKey::new(&rand::random::<[u8; 32]>()),
+        };
         AppState {
             store,
             config,
@@ -80,6 +89,7 @@ impl AppState {
             cluster: std::sync::OnceLock::new(),
             dns: std::sync::OnceLock::new(),
             dashboard,
+            cursor_key,
         }
     }
 }
@@ -145,6 +155,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/.search",
             post(resources::search_all).fallback(not_allowed),
         )
+        .route("/Bulk", post(bulk::bulk).fallback(not_allowed))
         .route(
             "/ServiceProviderConfig",
             get(discovery::service_provider_config).fallback(not_allowed),
@@ -477,29 +488,38 @@ impl FromRequest<Arc<AppState>> for ScimJson {
         request: Request<Body>,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            if !ct.is_empty() && !ct.contains("json") {
-                return Err(ScimError::UnsupportedMediaType(format!(
-                    "content type {ct:?} is not supported; send {SCIM_JSON}"
-                ))
-                .into());
-            }
-        }
         let limit = state.config.http.max_body_bytes;
-        let wait = std::time::Duration::from_millis(state.config.http.body_read_timeout_ms);
-        let bytes = match tokio::time::timeout(
-            wait,
-            axum::body::to_bytes(request.into_body(), limit),
-        )
+        read_json(request, state, limit, |limit| {
+            format!("the request body exceeds http.max_body_bytes ({limit} bytes)")
+        })
         .await
-        {
+        .map(ScimJson)
+    }
+}
+
+/// Read a JSON request body of at most `limit` bytes (413 with `too_large(limit)` beyond it),
+/// within `http.body_read_timeout_ms` (else 408); a non-JSON content type is 415, malformed
+/// JSON `invalidSyntax`.
+pub(crate) async fn read_json(
+    request: Request<Body>,
+    state: &Arc<AppState>,
+    limit: usize,
+    too_large: fn(usize) -> String,
+) -> Result<Value, ApiError> {
+    if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.is_empty() && !ct.contains("json") {
+            return Err(ScimError::UnsupportedMediaType(format!(
+                "content type {ct:?} is not supported; send {SCIM_JSON}"
+            ))
+            .into());
+        }
+    }
+    let wait = std::time::Duration::from_millis(state.config.http.body_read_timeout_ms);
+    let bytes =
+        match tokio::time::timeout(wait, axum::body::to_bytes(request.into_body(), limit)).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => {
-                return Err(ApiError(ScimError::PayloadTooLarge(format!(
-                    "the request body exceeds http.max_body_bytes ({limit} bytes)"
-                ))))
-            }
+            Ok(Err(_)) => return Err(ApiError(ScimError::PayloadTooLarge(too_large(limit)))),
             Err(_) => {
                 state.metrics.body_timeouts.inc();
                 return Err(ApiError(ScimError::RequestTimeout(format!(
@@ -508,13 +528,11 @@ impl FromRequest<Arc<AppState>> for ScimJson {
                 ))));
             }
         };
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError(ScimError::InvalidSyntax(format!(
-                "the body is not valid JSON: {e}"
-            )))
-        })?;
-        Ok(ScimJson(value))
-    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(ScimError::InvalidSyntax(format!(
+            "the body is not valid JSON: {e}"
+        )))
+    })
 }
 
 /// The absolute SCIM base URL for responses (`meta.location`, `$ref`): `public_url` when set,

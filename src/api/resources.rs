@@ -14,13 +14,14 @@ use axum::Extension;
 use serde_json::{Map, Value};
 
 use super::list::list_in_store;
+use super::paging::{cursor_page, cursor_response};
 use super::render::{render, stored_attrs, MemberPaging, Members, Rendered};
 use super::{base_url, blocking, inline, scim_response, ApiError, AppState, ScimJson, Tenant};
 use crate::scim::filter::{self, AttrPath, FilterLimits};
 use crate::scim::list::{self, ListLimits, ListQuery};
 use crate::scim::members::{self as scim_members, Touch};
 use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
-use crate::scim::{patch, resource, ScimError};
+use crate::scim::{cursor, patch, resource, ScimError};
 use crate::store::{Created, Lookup, Store, StoreError};
 
 fn limits(state: &AppState) -> ListLimits {
@@ -410,10 +411,19 @@ async fn run_list(
     let run = || {
         let (tenant, kinds, query, base) =
             (tenant.clone(), kinds.clone(), query.clone(), base.clone());
-        let max_members = state.config.scim.max_members_per_page;
-        blocking(&state, move |store| {
-            list_in_store(store, &tenant, &kinds, &query, &base, max_members)
-        })
+        let state = state.clone();
+        async move {
+            match &query.cursor {
+                Some(_) => cursor_list(state, tenant, kinds, query, base).await,
+                None => {
+                    let max_members = state.config.scim.max_members_per_page;
+                    blocking(&state, move |store| {
+                        list_in_store(store, &tenant, &kinds, &query, &base, max_members)
+                    })
+                    .await
+                }
+            }
+        }
     };
     let mut body = run().await?;
     // No false empty answers for an IdP's lookup by userName during replication lag.
@@ -435,7 +445,60 @@ async fn run_list(
     Ok(scim_response(StatusCode::OK, &body))
 }
 
-async fn create(
+/// A cursor page (RFC 9865): open the client's cursor (none for the first page), read the page
+/// after (or before) its key, seal the cursors of the pages around it.
+async fn cursor_list(
+    state: Arc<AppState>,
+    tenant: String,
+    kinds: Vec<ResourceKind>,
+    query: ListQuery,
+    base: String,
+) -> Result<Value, ApiError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let fingerprint = cursor::fingerprint(&tenant, &kinds, query.filter.as_ref());
+    let text = query.cursor.as_deref().unwrap_or_default();
+    let from = if text.trim().is_empty() {
+        None
+    } else {
+        let c = cursor::decode(
+            &state.cursor_key,
+            text,
+            fingerprint,
+            now,
+            state.config.scim.cursor_timeout_secs,
+        )?;
+        if usize::from(c.position.kind) >= kinds.len() {
+            return Err(ApiError(ScimError::InvalidCursor(
+                "the cursor is malformed".into(),
+            )));
+        }
+        Some((c.direction, c.position))
+    };
+    let max_members = state.config.scim.max_members_per_page;
+    let page = blocking(&state, move |store| {
+        cursor_page(store, &tenant, &kinds, &query, from, &base, max_members)
+    })
+    .await?;
+    let seal = |direction, position| {
+        cursor::encode(
+            &state.cursor_key,
+            &cursor::Cursor {
+                direction,
+                position,
+                issued_at: now,
+                fingerprint,
+            },
+        )
+    };
+    Ok(cursor_response(
+        page.total,
+        page.resources,
+        page.next.map(|p| seal(cursor::Direction::After, p)),
+        page.previous.map(|p| seal(cursor::Direction::Before, p)),
+    ))
+}
+
+pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
@@ -544,7 +607,7 @@ async fn get_one(
     ))
 }
 
-async fn replace(
+pub(super) async fn replace(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
@@ -588,7 +651,7 @@ async fn replace(
     ))
 }
 
-async fn patch_one(
+pub(super) async fn patch_one(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,
@@ -648,7 +711,7 @@ async fn patch_one(
     ))
 }
 
-async fn delete(
+pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     headers: HeaderMap,

@@ -33,6 +33,15 @@ pub enum ScimError {
     /// 400 `tooMany`: the request would return or touch more than a configured limit allows.
     #[error("too many: {0}")]
     TooMany(String),
+    /// 400 `invalidCursor` (RFC 9865): the cursor was not issued for this query, or was changed.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// 400 `expiredCursor` (RFC 9865): the cursor is older than the cursor timeout.
+    #[error("expired cursor: {0}")]
+    ExpiredCursor(String),
+    /// 400 `invalidCount` (RFC 9865): a cursor page's `count` is not a positive integer.
+    #[error("invalid count: {0}")]
+    InvalidCount(String),
     /// 400 without a `scimType`, for bad query parameters that fit no other type.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -48,6 +57,10 @@ pub enum ScimError {
     /// 409 `uniqueness`: a unique attribute (userName) is already taken by another resource.
     #[error("uniqueness: {0}")]
     Uniqueness(String),
+    /// 409 without a `scimType`: the request conflicts with the state it depends on (a bulk
+    /// operation's `bulkId` reference that cannot be resolved, RFC 7644 §3.7.2).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// 412: `If-Match` did not match the current version.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -74,11 +87,12 @@ impl ScimError {
         use ScimError::*;
         match self {
             InvalidFilter(_) | InvalidPath(_) | InvalidSyntax(_) | InvalidValue(_)
-            | Mutability(_) | NoTarget(_) | TooMany(_) | BadRequest(_) => 400,
+            | Mutability(_) | NoTarget(_) | TooMany(_) | InvalidCursor(_) | ExpiredCursor(_)
+            | InvalidCount(_) | BadRequest(_) => 400,
             Unauthorized(_) => 401,
             NotFound(_) => 404,
             MethodNotAllowed(_) => 405,
-            Uniqueness(_) => 409,
+            Uniqueness(_) | Conflict(_) => 409,
             PreconditionFailed(_) => 412,
             RequestTimeout(_) => 408,
             PayloadTooLarge(_) => 413,
@@ -99,6 +113,9 @@ impl ScimError {
             Mutability(_) => "mutability",
             NoTarget(_) => "noTarget",
             TooMany(_) => "tooMany",
+            InvalidCursor(_) => "invalidCursor",
+            ExpiredCursor(_) => "expiredCursor",
+            InvalidCount(_) => "invalidCount",
             Uniqueness(_) => "uniqueness",
             _ => return None,
         })
@@ -115,11 +132,15 @@ impl ScimError {
             | Mutability(d)
             | NoTarget(d)
             | TooMany(d)
+            | InvalidCursor(d)
+            | ExpiredCursor(d)
+            | InvalidCount(d)
             | BadRequest(d)
             | Unauthorized(d)
             | NotFound(d)
             | MethodNotAllowed(d)
             | Uniqueness(d)
+            | Conflict(d)
             | PreconditionFailed(d)
             | PayloadTooLarge(d)
             | UnsupportedMediaType(d)

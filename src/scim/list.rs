@@ -28,6 +28,10 @@ pub struct ListQuery {
     pub count: usize,
     pub attributes: Vec<AttrPath>,
     pub excluded_attributes: Vec<AttrPath>,
+    /// RFC 9865 cursor paging: `Some` when the request has a `cursor` (empty for the first page).
+    /// Cursor pages are in (resource type, id) order: `sortBy` and `startIndex` are refused
+    /// with it, and `count` must be positive.
+    pub cursor: Option<String>,
 }
 
 /// Limits that apply to listing.
@@ -42,7 +46,8 @@ pub struct ListLimits {
 
 /// The fields a list request can set, by their lower-cased names (parameter and body member
 /// names are case-insensitive, RFC 7643 §2.1).
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
+    "cursor",
     "filter",
     "sortby",
     "sortorder",
@@ -63,7 +68,45 @@ impl ListQuery {
             count: limits.default_count.min(limits.max_count),
             attributes: Vec::new(),
             excluded_attributes: Vec::new(),
+            cursor: None,
         }
+    }
+
+    /// RFC 9865's rules for a cursor request, once every field is read: no `startIndex` (one
+    /// paging method per request), no `sortBy` (cursor pages follow the stable id order, which
+    /// a sort value that changes between pages would not give), a positive `count`. `wrong`
+    /// wraps the detail in the error type the transport calls for.
+    fn check_cursor(
+        self,
+        start_index_given: bool,
+        count_given: Option<i64>,
+        wrong: fn(String) -> ScimError,
+    ) -> ScimResult<Self> {
+        if self.cursor.is_none() {
+            return Ok(self);
+        }
+        if start_index_given {
+            return Err(wrong(
+                "cursor and startIndex cannot be combined: page either by cursor or by index"
+                    .into(),
+            ));
+        }
+        if self.sort_by.is_some() {
+            return Err(wrong(
+                "sortBy cannot be combined with cursor: cursor pages follow the stable id order \
+                 so that writes between pages skip or repeat nothing; sort with index paging \
+                 (startIndex) instead"
+                    .into(),
+            ));
+        }
+        if let Some(n) = count_given {
+            if n < 1 {
+                return Err(ScimError::InvalidCount(format!(
+                    "count must be a positive integer with cursor paging, got {n}"
+                )));
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -74,6 +117,7 @@ impl ListQuery {
 pub fn parse_query(params: &[(String, String)], limits: &ListLimits) -> ScimResult<ListQuery> {
     let mut query = ListQuery::defaults(limits);
     let mut seen: Vec<&str> = Vec::new();
+    let mut count_given = None;
     for (name, value) in params {
         let Some(field) = FIELDS
             .iter()
@@ -95,12 +139,21 @@ pub fn parse_query(params: &[(String, String)], limits: &ListLimits) -> ScimResu
                 query.descending = parse_sort_order(value).map_err(ScimError::BadRequest)?
             }
             "startindex" => query.start_index = start_index(parse_int_text(name, value)?),
-            "count" => query.count = page_size(parse_int_text(name, value)?, limits.max_count),
+            "count" => {
+                let n = parse_int_text(name, value)?;
+                count_given = Some(n);
+                query.count = page_size(n, limits.max_count);
+            }
+            "cursor" => query.cursor = Some(value.clone()),
             "attributes" => query.attributes = parse_attr_list(value.split(','))?,
             _ => query.excluded_attributes = parse_attr_list(value.split(','))?,
         }
     }
-    Ok(query)
+    query.check_cursor(
+        seen.contains(&"startindex"),
+        count_given,
+        ScimError::BadRequest,
+    )
 }
 
 /// Parse the body of a `POST /.search` request.
@@ -116,6 +169,7 @@ pub fn parse_search(body: &Value, limits: &ListLimits) -> ScimResult<ListQuery> 
     };
     check_search_schemas(members)?;
     let mut query = ListQuery::defaults(limits);
+    let (mut start_given, mut count_given) = (false, None);
     for (name, value) in members {
         let Some(field) = FIELDS
             .iter()
@@ -134,13 +188,21 @@ pub fn parse_search(body: &Value, limits: &ListLimits) -> ScimResult<ListQuery> 
                 query.descending =
                     parse_sort_order(json_str(name, value)?).map_err(ScimError::InvalidValue)?;
             }
-            "startindex" => query.start_index = start_index(json_int(name, value)?),
-            "count" => query.count = page_size(json_int(name, value)?, limits.max_count),
+            "startindex" => {
+                start_given = true;
+                query.start_index = start_index(json_int(name, value)?);
+            }
+            "count" => {
+                let n = json_int(name, value)?;
+                count_given = Some(n);
+                query.count = page_size(n, limits.max_count);
+            }
+            "cursor" => query.cursor = Some(json_str(name, value)?.to_string()),
             "attributes" => query.attributes = json_attr_list(name, value)?,
             _ => query.excluded_attributes = json_attr_list(name, value)?,
         }
     }
-    Ok(query)
+    query.check_cursor(start_given, count_given, ScimError::InvalidValue)
 }
 
 /// `schemas`, if the client sent it, must be an array of strings naming the SearchRequest URN.
@@ -876,6 +938,39 @@ mod tests {
         assert_eq!((query.start_index, query.count), (5, 10));
         assert_eq!(query.attributes, paths(&["userName"]));
         assert_eq!(query.excluded_attributes, paths(&["emails"]));
+    }
+
+    #[test]
+    fn a_cursor_parameter_asks_for_cursor_paging_and_rules_out_index_and_sort() {
+        assert_eq!(q(&[("cursor", "")]).cursor.as_deref(), Some(""));
+        assert_eq!(
+            q(&[("Cursor", "abc"), ("count", "5")]).cursor.as_deref(),
+            Some("abc")
+        );
+        assert_eq!(q(&[]).cursor, None);
+        let err = query(&[("cursor", ""), ("startIndex", "1")]).unwrap_err();
+        assert!(matches!(err, ScimError::BadRequest(_)), "{err}");
+        let err = query(&[("cursor", ""), ("sortBy", "userName")]).unwrap_err();
+        assert!(matches!(err, ScimError::BadRequest(_)), "{err}");
+        for n in ["0", "-3"] {
+            let err = query(&[("cursor", ""), ("count", n)]).unwrap_err();
+            assert_eq!(err.scim_type(), Some("invalidCount"));
+        }
+        // Index paging keeps its rules: a count of 0 is allowed, startIndex and sortBy too.
+        assert_eq!(q(&[("count", "0"), ("sortBy", "userName")]).count, 0);
+        let body = json!({"cursor": "", "count": 0});
+        assert_eq!(
+            parse_search(&body, &limits()).unwrap_err().scim_type(),
+            Some("invalidCount")
+        );
+        let body = json!({"cursor": "", "startIndex": 2});
+        assert_eq!(
+            parse_search(&body, &limits()).unwrap_err().scim_type(),
+            Some("invalidValue")
+        );
+        let body = json!({"cursor": "x", "count": 3});
+        let parsed = parse_search(&body, &limits()).unwrap();
+        assert_eq!((parsed.cursor.as_deref(), parsed.count), (Some("x"), 3));
     }
 
     #[test]

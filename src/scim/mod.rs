@@ -5,6 +5,8 @@
 //! schema URN), and time arrives as a parameter. That keeps every rule testable with plain unit and
 //! property tests, and lets `store` and `api` stay thin.
 
+pub mod bulk;
+pub mod cursor;
 pub mod error;
 pub mod filter;
 pub mod list;

@@ -360,16 +360,44 @@ pub fn resource_type_documents(base_url: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The `/ServiceProviderConfig` document. `max_results` and `max_ops`/`max_payload` are the
-/// configured limits (filter.maxResults, bulk is unsupported, patch/sort/etag supported).
-pub fn service_provider_config(base_url: &str, max_results: usize, max_payload: usize) -> Value {
+/// The configured limits `/ServiceProviderConfig` states.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// The largest page: `filter.maxResults` and `pagination.maxPageSize`.
+    pub max_results: usize,
+    /// The page size without `count`: `pagination.defaultPageSize`.
+    pub default_page_size: usize,
+    /// How long a cursor stays valid: `pagination.cursorTimeout` (s).
+    pub cursor_timeout_secs: u64,
+    /// `bulk.maxOperations`; 0 means Bulk is not supported.
+    pub bulk_max_operations: usize,
+    /// `bulk.maxPayloadSize` (bytes).
+    pub bulk_max_payload: usize,
+}
+
+/// The `/ServiceProviderConfig` document (RFC 7643 §5, with RFC 9865's `pagination`): patch,
+/// sort, ETags, filters, both paging methods (index by default, so clients that predate
+/// cursors keep what they had), and Bulk as configured.
+pub fn service_provider_config(base_url: &str, caps: &Capabilities) -> Value {
     let base = trim_base(base_url);
     json!({
         "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA],
         "documentationUri": "https://datatracker.ietf.org/doc/html/rfc7644",
         "patch": { "supported": true },
-        "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": max_payload },
-        "filter": { "supported": true, "maxResults": max_results },
+        "bulk": {
+            "supported": caps.bulk_max_operations > 0,
+            "maxOperations": caps.bulk_max_operations,
+            "maxPayloadSize": caps.bulk_max_payload,
+        },
+        "filter": { "supported": true, "maxResults": caps.max_results },
+        "pagination": {
+            "cursor": true,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": caps.default_page_size,
+            "maxPageSize": caps.max_results,
+            "cursorTimeout": caps.cursor_timeout_secs,
+        },
         "changePassword": { "supported": false },
         "sort": { "supported": true },
         "etag": { "supported": true },
@@ -1079,13 +1107,32 @@ mod tests {
 
     #[test]
     fn service_provider_config_states_the_limits() {
-        let c = service_provider_config("http://h/v2", 200, 1_048_576);
+        let caps = Capabilities {
+            max_results: 200,
+            default_page_size: 50,
+            cursor_timeout_secs: 600,
+            bulk_max_operations: 0,
+            bulk_max_payload: 1_048_576,
+        };
+        let c = service_provider_config("http://h/v2", &caps);
         assert_eq!(c["schemas"], json!([SERVICE_PROVIDER_CONFIG_SCHEMA]));
         assert_eq!(c["patch"]["supported"], true);
         assert_eq!(
             c["bulk"],
             json!({"supported": false, "maxOperations": 0, "maxPayloadSize": 1_048_576})
         );
+        assert_eq!(
+            c["pagination"],
+            json!({"cursor": true, "index": true, "defaultPaginationMethod": "index",
+                   "defaultPageSize": 50, "maxPageSize": 200, "cursorTimeout": 600})
+        );
+        let with_bulk = Capabilities {
+            bulk_max_operations: 100,
+            ..caps
+        };
+        let c2 = service_provider_config("http://h/v2", &with_bulk);
+        assert_eq!(c2["bulk"]["supported"], true);
+        assert_eq!(c2["bulk"]["maxOperations"], 100);
         assert_eq!(c["filter"], json!({"supported": true, "maxResults": 200}));
         assert_eq!(c["changePassword"]["supported"], false);
         assert_eq!(c["sort"]["supported"], true);

@@ -55,6 +55,42 @@ impl Store {
             })
     }
 
+    /// Live views of one type in one tenant with their ids, from a key on: in id order strictly
+    /// after `from` (or from the first), or with `reverse` in descending id order strictly before
+    /// `from` (or from the last). What a cursor page reads: one seek, then only the rows it
+    /// keeps or filters out, however large the tenant.
+    pub fn scan_from<'a>(
+        &'a self,
+        tenant: &str,
+        kind: ResourceKind,
+        from: Option<&str>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<(String, Value), StoreError>> + 'a {
+        let prefix = keys::resource_prefix(tenant, kind);
+        let (start, direction) = match (from, reverse) {
+            (Some(id), false) => (keys::resource(tenant, kind, id), Direction::Forward),
+            (None, false) => (prefix.clone(), Direction::Forward),
+            (Some(id), true) => (keys::resource(tenant, kind, id), Direction::Reverse),
+            // Ids are text without 0xFF bytes: this sorts after every id of the prefix.
+            (None, true) => ([prefix.as_slice(), &[0xFF]].concat(), Direction::Reverse),
+        };
+        let exclusive = from.map(|_| start.clone());
+        self.db
+            .iterator_cf(self.cf(CF_VIEWS), IteratorMode::From(&start, direction))
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .filter(move |r| {
+                r.as_ref()
+                    .map_or(true, |(k, _)| exclusive.as_deref() != Some(&k[..]))
+            })
+            .map(|r| {
+                let (k, v) = r?;
+                let id = String::from_utf8_lossy(keys::last_part(&k)).into_owned();
+                let view = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("view of {id}: {e}")))?;
+                Ok((id, view))
+            })
+    }
+
     /// How many live resources of one type one tenant has: a maintained counter (one read).
     pub fn count(&self, tenant: &str, kind: ResourceKind) -> Result<usize, StoreError> {
         Ok(self.read_count(&keys::resource_count(tenant, kind))?.max(0) as usize)

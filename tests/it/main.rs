@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod bulk;
 mod conflicts;
 mod conformance;
 mod dashboard_browser;
@@ -13,6 +14,7 @@ mod history;
 mod limits;
 mod metrics_docs;
 mod migration;
+mod paging;
 mod partition;
 mod replication;
 mod restart;
