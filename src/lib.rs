@@ -31,6 +31,10 @@
 //!   conflict log and resource histories behind admin tokens): auth, admission and timeouts,
 //!   SCIM error mapping, rendering of resources with paged members (`render`) and lists
 //!   (`list`).
+//! - `oauth`: OAuth 2.0 client credentials: clients and their hashed secrets, token request
+//!   parsing, the JWT access tokens (claims, EdDSA signing, verification against every
+//!   region's public key) and Ed25519 key files. Pure but for the key files; time is a
+//!   parameter. The HTTP side is `api::oauth` (`POST /oauth/token`, bearer JWTs).
 //! - `dashboard`: the conflict dashboard at `/dashboard` (one embedded page; sign-in with an
 //!   admin token into a server-side session behind an HttpOnly cookie), the cluster view it
 //!   shows (`cluster`), and the charts' ring buffer of samples (`samples`). Its data comes from
@@ -42,7 +46,7 @@
 //!
 //! Dependencies point one way: `cli → {server, local_cluster, admin_client, idp_sim} → {api,
 //! replication, dns} → store → {conflict, scim → ids}`; `api` reads `dns::View` for `/health`
-//! and `/metrics`.
+//! and `/metrics`, and `api`, `server` and `cli` use `oauth`, which imports only `config`.
 
 pub mod admin_client;
 pub mod api;
@@ -54,6 +58,7 @@ pub mod dns;
 pub mod idp_sim;
 pub mod ids;
 pub mod local_cluster;
+pub mod oauth;
 pub mod replication;
 pub mod scim;
 pub mod server;

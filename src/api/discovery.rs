@@ -17,11 +17,17 @@ pub async fn service_provider_config(
     headers: HeaderMap,
 ) -> Response {
     let base = base_url(&state, &headers);
-    let body = schema::service_provider_config(
+    let mut body = schema::service_provider_config(
         &base,
         state.config.scim.max_page_size,
         state.config.http.max_body_bytes,
     );
+    // With `[oauth]`, client credentials are a second way to a bearer token.
+    if state.oauth.is_some() {
+        if let Some(schemes) = body["authenticationSchemes"].as_array_mut() {
+            schemes.push(super::oauth::authentication_scheme(&base));
+        }
+    }
     scim_response(StatusCode::OK, &body)
 }
 
