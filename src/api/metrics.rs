@@ -112,6 +112,16 @@ impl Default for Metrics {
         let oauth_tokens_issued = Counter::default();
         let oauth_token_requests_refused = Family::<ReasonLabels, Counter>::default();
         let oauth_access_tokens_refused = Family::<ReasonLabels, Counter>::default();
+        // Every reason from zero, so a rate of refusals has a series before the first one.
+        let reason = |r: &str| ReasonLabels {
+            reason: r.to_string(),
+        };
+        for code in crate::oauth::request::ERROR_CODES {
+            let _ = oauth_token_requests_refused.get_or_create(&reason(code));
+        }
+        for e in crate::oauth::TokenError::ALL {
+            let _ = oauth_access_tokens_refused.get_or_create(&reason(e.reason()));
+        }
         registry.register(
             "oauth_tokens_issued",
             "Access tokens issued at /oauth/token",

@@ -28,6 +28,14 @@ pub enum OAuthError {
     ServerError(&'static str),
 }
 
+/// Every `error` code the token endpoint answers, for metrics that start at zero.
+pub const ERROR_CODES: [&str; 4] = [
+    "invalid_request",
+    "invalid_client",
+    "unsupported_grant_type",
+    "server_error",
+];
+
 impl OAuthError {
     /// The `error` code, also the metrics label.
     pub fn code(&self) -> &'static str {
@@ -313,6 +321,18 @@ mod tests {
         let e = parse(FORM, None, b"grant_type=client_credentials").unwrap_err();
         assert_eq!(e.status(), 401);
         assert_eq!(e.to_json()["error"], "invalid_client");
+    }
+
+    #[test]
+    fn every_error_code_is_listed_for_the_metrics() {
+        for e in [
+            OAuthError::InvalidRequest(""),
+            OAuthError::InvalidClient(""),
+            OAuthError::UnsupportedGrantType(""),
+            OAuthError::ServerError(""),
+        ] {
+            assert!(ERROR_CODES.contains(&e.code()), "{}", e.code());
+        }
     }
 
     #[test]

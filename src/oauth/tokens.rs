@@ -109,6 +109,20 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every variant, for metrics that start at zero.
+    pub const ALL: [TokenError; 10] = [
+        TokenError::Malformed,
+        TokenError::WrongType,
+        TokenError::WrongAlgorithm,
+        TokenError::UnknownKey,
+        TokenError::BadSignature,
+        TokenError::WrongIssuer,
+        TokenError::WrongAudience,
+        TokenError::Expired,
+        TokenError::NotYetValid,
+        TokenError::UnknownClient,
+    ];
+
     /// The metrics label.
     pub fn reason(self) -> &'static str {
         match self {
@@ -306,10 +320,10 @@ mod tests {
         let now = 1_700_000_000;
         let token = signer.sign(&claims(input(now))).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
-        // Another signature byte.
-        let mut sig = parts[2].to_string();
-        let last = sig.pop().unwrap();
-        sig.push(if last == 'A' { 'B' } else { 'A' });
+        // Another signature byte (in the middle: the last character carries unused bits).
+        let mut sig: Vec<char> = parts[2].chars().collect();
+        sig[10] = if sig[10] == 'A' { 'B' } else { 'A' };
+        let sig: String = sig.into_iter().collect();
         let t = format!("{}.{}.{sig}", parts[0], parts[1]);
         assert_eq!(verifier.verify(&t, now), Err(TokenError::BadSignature));
         // Other claims under the old signature (another tenant).
@@ -407,19 +421,7 @@ mod tests {
 
     #[test]
     fn every_description_fits_in_a_www_authenticate_header() {
-        use TokenError::*;
-        for e in [
-            Malformed,
-            WrongType,
-            WrongAlgorithm,
-            UnknownKey,
-            BadSignature,
-            WrongIssuer,
-            WrongAudience,
-            Expired,
-            NotYetValid,
-            UnknownClient,
-        ] {
+        for e in TokenError::ALL {
             let d = e.to_string();
             assert!(
                 d.bytes()

@@ -13,6 +13,7 @@ mod history;
 mod limits;
 mod metrics_docs;
 mod migration;
+mod oauth;
 mod partition;
 mod replication;
 mod restart;
