@@ -1,5 +1,5 @@
-//! Command line: `up`, `serve`, `token create`, `certs`, `conflicts` and `idp-sim`. Thin: parse, call the
-//! library, print.
+//! Command line: `up`, `serve`, `token create`, `client create|rotate`, `signing-key create`,
+//! `certs`, `conflicts` and `idp-sim`. Thin: parse, call the library, print.
 
 use std::path::PathBuf;
 
@@ -49,6 +49,16 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage OAuth 2.0 clients (client credentials at `/oauth/token`).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Manage the Ed25519 keys regions sign OAuth access tokens with.
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
     },
     /// A provisioning client that follows DNS: resolves the service (or a tenant) name at the
     /// given DNS servers, runs a bounded IdP-like workload with retries, reads every
@@ -102,6 +112,41 @@ pub enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Print a new client id and secret (shown once) and the `[[oauth.clients]]` lines for
+    /// every region's config (only the secret's hash goes in the config).
+    Create {
+        /// The tenant (IdP connection) the client's tokens act for.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print a new secret for an existing client and its hash, to add as the client's second
+    /// `secret_sha256` while the IdP moves to it (see the README, "Rotating a client secret").
+    Rotate {
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Write a new Ed25519 private key (PKCS#8 PEM, mode 0600) and print the config lines:
+    /// `[oauth.signing_key]` for this region, `[[oauth.keys]]` for every region.
+    Create {
+        /// The key id tokens name (e.g. `eu-2026-12`): new per key, so keys can overlap.
+        #[arg(long)]
+        kid: String,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 /// Run the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -126,6 +171,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             regions,
             force,
         } => certs(&out, &regions, force),
+        Command::Client { command } => {
+            print!("{}", client_command(command)?);
+            Ok(())
+        }
+        Command::SigningKey {
+            command: SigningKeyCommand::Create { kid, out, force },
+        } => {
+            print!("{}", signing_key_create(&kid, &out, force)?);
+            Ok(())
+        }
         Command::Token {
             command: TokenCommand::Create { admin: true, .. },
         } => {
@@ -153,6 +208,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `client create` and `client rotate` print.
+fn client_command(command: ClientCommand) -> anyhow::Result<String> {
+    use crate::oauth;
+    let secret = oauth::new_client_secret();
+    let hash = oauth::secret_hash(&secret);
+    Ok(match command {
+        ClientCommand::Create { tenant } => {
+            anyhow::ensure!(
+                crate::ids::is_valid_name(&tenant),
+                "tenant must be 1-63 characters of a-z, 0-9, '-' and '_'"
+            );
+            let id = oauth::new_client_id();
+            format!(
+                "client_id: {id}\nclient_secret: {secret}\n\
+                 # (the secret is shown once) add to every region's config (only the hash):\n\
+                 [[oauth.clients]]\nclient_id = \"{id}\"\ntenant = \"{tenant}\"\n\
+                 secret_sha256 = [\"{hash}\"]\n"
+            )
+        }
+        ClientCommand::Rotate { client_id } => {
+            anyhow::ensure!(
+                crate::config::is_valid_client_id(&client_id),
+                "client id must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', '-' and '~'"
+            );
+            format!(
+                "client_id: {client_id}\nclient_secret: {secret}\n\
+                 # (the secret is shown once) in every region's config, add this hash as the\n\
+                 # second entry of the client's secret_sha256 (both secrets work), move the IdP\n\
+                 # to the new secret, then remove the old hash:\n\
+                 secret_sha256 = [\"<current hash>\", \"{hash}\"]\n"
+            )
+        }
+    })
+}
+
+/// Write a new signing key and say what to put in which config.
+fn signing_key_create(kid: &str, out: &std::path::Path, force: bool) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        crate::config::is_valid_kid(kid),
+        "kid must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+    );
+    let key = crate::oauth::SigningKey::generate()?;
+    key.write(out, force)?;
+    Ok(format!(
+        "wrote {}\n\
+         # in the config of the region that signs with it:\n\
+         [oauth.signing_key]\nkid = \"{kid}\"\nfile = \"{}\"\n\
+         # in every region's config (the cluster's trusted keys):\n\
+         [[oauth.keys]]\nkid = \"{kid}\"\nx = \"{}\"\n",
+        out.display(),
+        out.display(),
+        key.public_key_x()
+    ))
 }
 
 async fn idp_sim(args: crate::idp_sim::Args) -> anyhow::Result<()> {
@@ -356,6 +466,53 @@ mod tests {
         ));
         assert!(parse(&["geoscim", "token", "create"]).is_err());
         assert!(parse(&["geoscim", "token", "create", "--admin", "--tenant", "a"]).is_err());
+    }
+
+    #[test]
+    fn client_create_prints_the_secret_once_and_only_its_hash_as_config() {
+        let out = client_command(ClientCommand::Create {
+            tenant: "acme".into(),
+        })
+        .unwrap();
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .to_string()
+        };
+        let (id, secret) = (field("client_id: "), field("client_secret: "));
+        let toml_part = &out[out.find("[[oauth.clients]]").unwrap()..];
+        assert!(!toml_part.contains(&secret));
+        let parsed: toml::Table = toml::from_str(toml_part).unwrap();
+        let client = &parsed["oauth"]["clients"][0];
+        assert_eq!(client["client_id"].as_str(), Some(id.as_str()));
+        assert_eq!(client["tenant"].as_str(), Some("acme"));
+        assert_eq!(
+            client["secret_sha256"][0].as_str(),
+            Some(crate::oauth::secret_hash(&secret).as_str())
+        );
+        assert!(client_command(ClientCommand::Create {
+            tenant: "Not Valid".into()
+        })
+        .is_err());
+        let rotated = client_command(ClientCommand::Rotate { client_id: id }).unwrap();
+        assert!(rotated.contains("secret_sha256 = [\"<current hash>\", \""));
+    }
+
+    #[test]
+    fn signing_key_create_writes_a_key_whose_config_lines_set_up_a_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("eu.jwt.key");
+        let out = signing_key_create("eu-1", &file, false).unwrap();
+        let toml_part = &out[out.find("[oauth.signing_key]").unwrap()..];
+        let text = format!("region = \"eu\"\ndata_dir = \"d\"\n[oauth]\n{toml_part}");
+        let config = Config::from_toml(&text, "t", Vec::new()).unwrap();
+        assert!(crate::oauth::OAuth::load(config.oauth.as_ref().unwrap()).is_ok());
+        assert!(
+            signing_key_create("eu-1", &file, false).is_err(),
+            "no overwrite"
+        );
+        assert!(signing_key_create("bad kid", &dir.path().join("x"), false).is_err());
     }
 
     #[test]

@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 
 mod dashboard;
 mod dns;
+mod oauth;
 pub use dashboard::{DashboardConfig, DashboardRegion};
 pub use dns::{is_dns_name, DnsConfig, DnsNetwork, DnsRegion, DnsTenant};
+pub use oauth::{
+    decode_public_key, is_valid_client_id, is_valid_kid, ClientConfig, OAuthConfig,
+    PublicKeyConfig, SigningKeyConfig, MAX_SECRETS_PER_CLIENT,
+};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "GEOSCIM_";
@@ -86,6 +91,10 @@ pub struct Config {
     /// The conflict dashboard at `/dashboard`: sessions, streams, chart samples, peer URLs.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+    /// OAuth 2.0 client credentials at `/oauth/token` and the JWT access tokens every region
+    /// accepts; absent: static bearer tokens only.
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
 }
 
 /// `[tenants.<name>]`: how one tenant's creates and renames treat names already taken.
@@ -539,6 +548,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "dns",
     "tenants",
     "dashboard",
+    "oauth",
 ];
 
 impl Config {
@@ -747,6 +757,9 @@ impl Config {
             d.validate(&self.region)?;
         }
         self.dashboard.validate()?;
+        if let Some(o) = &self.oauth {
+            o.validate()?;
+        }
         for token in &self.tokens {
             if !crate::ids::is_valid_name(&token.tenant) {
                 return invalid(

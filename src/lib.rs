@@ -33,6 +33,10 @@
 //!   SCIM error mapping, rendering of resources with paged members (`render`), lists (`list`),
 //!   cursor pages (`paging`, RFC 9865) and `POST /Bulk` (`bulk`, each operation through the
 //!   single-resource handlers).
+//! - `oauth`: OAuth 2.0 client credentials: clients and their hashed secrets, token request
+//!   parsing, the JWT access tokens (claims, EdDSA signing, verification against every
+//!   region's public key) and Ed25519 key files. Pure but for the key files; time is a
+//!   parameter. The HTTP side is `api::oauth` (`POST /oauth/token`, bearer JWTs).
 //! - `dashboard`: the conflict dashboard at `/dashboard` (one embedded page; sign-in with an
 //!   admin token into a server-side session behind an HttpOnly cookie), the cluster view it
 //!   shows (`cluster`), and the charts' ring buffer of samples (`samples`). Its data comes from
@@ -46,7 +50,8 @@
 //! {api, dashboard, replication, dns} → store → conflict → scim`, with `ids` and `config` below
 //! everything. Known exceptions: `api` reads `dns::View` for `/health` and `/metrics` and
 //! mounts the dashboard's routes (which read `api`'s health); `store` takes one constant from
-//! `replication::wire`. `docs/ARCHITECTURE.md` has the map.
+//! `replication::wire`; `api`, `server` and `cli` use `oauth`, which imports only `config`.
+//! `docs/ARCHITECTURE.md` has the map.
 
 pub mod admin_client;
 pub mod api;
@@ -58,6 +63,7 @@ pub mod dns;
 pub mod idp_sim;
 pub mod ids;
 pub mod local_cluster;
+pub mod oauth;
 pub mod replication;
 pub mod scim;
 pub mod server;

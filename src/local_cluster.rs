@@ -3,7 +3,9 @@
 //! Certificates are generated on first start into the cluster's `certs_dir` (never committed);
 //! one fresh bearer token for tenant `default` is accepted by every region (an IdP sees one
 //! geo-routed service, so one token must work everywhere) and printed at each start, never
-//! stored; likewise one fresh admin token for the admin API (`/admin/v1`, `geoscim conflicts`).
+//! stored; likewise one fresh admin token for the admin API (`/admin/v1`, `geoscim conflicts`),
+//! and one fresh OAuth client for tenant `default` (client credentials at `/oauth/token`), with
+//! a signing key per region kept next to the certificates.
 //! Each region is a child `geoscim serve` process; Ctrl-C or SIGTERM stops them all with SIGTERM
 //! and waits for them.
 
@@ -45,6 +47,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     );
     let admin_token = crate::server::new_token_text();
     let admin_tokens = format!("[{{sha256=\"{}\"}}]", crate::api::token_hash(&admin_token));
+    let oauth = LocalOAuth::new(&configs)?;
     let exe = std::env::current_exe().context("cannot find the geoscim binary")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut children: Vec<(String, Child)> = Vec::new();
@@ -55,6 +58,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             .arg(file)
             .env("GEOSCIM_TOKENS", &tokens)
             .env("GEOSCIM_ADMIN_TOKENS", &admin_tokens)
+            .envs(oauth.env(&c.region))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -87,6 +91,9 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
                         println!("geoscim: admin token (all regions): {admin_token}");
+                        for line in oauth.lines(&urls) {
+                            println!("{line}");
+                        }
                         for line in dashboard_lines(&urls) {
                             println!("{line}");
                         }
@@ -119,6 +126,92 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The local cluster's OAuth: a signing key per region (`<region>.jwt.key` next to its
+/// certificates, made on first start and kept, kid = the region name), every region trusting
+/// all of them, and one fresh client for tenant `default` per start (never stored).
+struct LocalOAuth {
+    /// Key file per region.
+    files: std::collections::BTreeMap<String, PathBuf>,
+    /// `GEOSCIM_OAUTH__KEYS`: every region's public key.
+    keys: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl LocalOAuth {
+    fn new(configs: &[Config]) -> anyhow::Result<LocalOAuth> {
+        let mut files = std::collections::BTreeMap::new();
+        let mut keys = Vec::new();
+        for c in configs {
+            let dir = c
+                .replication
+                .as_ref()
+                .map(|r| r.certs_dir.clone())
+                .unwrap_or_else(|| c.data_dir.clone());
+            let file = dir.join(format!("{}.jwt.key", c.region));
+            let key = if file.exists() {
+                crate::oauth::SigningKey::load(&file)?
+            } else {
+                let key = crate::oauth::SigningKey::generate()?;
+                key.write(&file, false)?;
+                key
+            };
+            keys.push(format!(
+                "{{kid=\"{}\", x=\"{}\"}}",
+                c.region,
+                key.public_key_x()
+            ));
+            files.insert(c.region.clone(), file);
+        }
+        Ok(LocalOAuth {
+            files,
+            keys: format!("[{}]", keys.join(", ")),
+            client_id: crate::oauth::new_client_id(),
+            client_secret: crate::oauth::new_client_secret(),
+        })
+    }
+
+    /// The `GEOSCIM_OAUTH__*` variables of one region.
+    fn env(&self, region: &str) -> Vec<(String, String)> {
+        let file = self.files.get(region).cloned().unwrap_or_default();
+        vec![
+            (
+                "GEOSCIM_OAUTH__SIGNING_KEY".into(),
+                format!("{{kid=\"{region}\", file=\"{}\"}}", file.display()),
+            ),
+            ("GEOSCIM_OAUTH__KEYS".into(), self.keys.clone()),
+            (
+                "GEOSCIM_OAUTH__CLIENTS".into(),
+                format!(
+                    "[{{client_id=\"{}\", tenant=\"{}\", secret_sha256=[\"{}\"]}}]",
+                    self.client_id,
+                    crate::server::DEFAULT_TENANT,
+                    crate::oauth::secret_hash(&self.client_secret)
+                ),
+            ),
+        ]
+    }
+
+    /// What `up` prints: the client and a curl line for a token from the first region.
+    fn lines(&self, urls: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+        let mut out = vec![format!(
+            "geoscim: OAuth client for tenant {} (all regions): client_id {} client_secret {}",
+            crate::server::DEFAULT_TENANT,
+            self.client_id,
+            self.client_secret
+        )];
+        if let Some(url) = urls.values().next() {
+            let base = url.strip_suffix("/scim/v2").unwrap_or(url);
+            out.push(format!(
+                "geoscim: try: curl -s -u '{}:{}' -d grant_type=client_credentials \
+                 {base}/oauth/token",
+                self.client_id, self.client_secret
+            ));
+        }
+        out
+    }
 }
 
 /// Every region's `[dns]` must carry the same zone and table (all but `listen`): responders
@@ -211,6 +304,51 @@ mod tests {
     fn local(region: &str) -> Config {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions/local");
         Config::load(&dir.join(format!("{region}.toml")), []).unwrap()
+    }
+
+    #[test]
+    fn up_gives_every_region_a_kept_signing_key_and_one_client_they_all_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs: Vec<Config> = ["eu", "us"]
+            .iter()
+            .map(|r| {
+                let mut c = local(r);
+                c.replication.as_mut().unwrap().certs_dir = dir.path().to_path_buf();
+                c
+            })
+            .collect();
+        let oauth = LocalOAuth::new(&configs).unwrap();
+        let setups: Vec<crate::oauth::OAuth> = ["eu", "us"]
+            .iter()
+            .map(|r| {
+                let c = Config::load(
+                    &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("regions/local/{r}.toml")),
+                    oauth.env(r),
+                )
+                .unwrap();
+                crate::oauth::OAuth::load(c.oauth.as_ref().unwrap()).unwrap()
+            })
+            .collect();
+        let request = crate::oauth::TokenRequest {
+            client_id: oauth.client_id.clone(),
+            client_secret: oauth.client_secret.clone(),
+        };
+        let token = setups[0].issue(&request, 1_000).unwrap().access_token;
+        assert_eq!(setups[1].verify(&token, 1_001).unwrap().tenant, "default");
+        // The keys are kept: a second start reads the same files.
+        let again = LocalOAuth::new(&configs).unwrap();
+        assert_eq!(again.keys, oauth.keys);
+        assert_ne!(again.client_id, oauth.client_id, "a fresh client per start");
+        let urls = std::collections::BTreeMap::from([(
+            "eu".to_string(),
+            "http://127.0.1.1:8080/scim/v2".to_string(),
+        )]);
+        let lines = oauth.lines(&urls);
+        assert!(
+            lines[1]
+                .ends_with("-d grant_type=client_credentials http://127.0.1.1:8080/oauth/token"),
+            "{lines:?}"
+        );
     }
 
     #[test]

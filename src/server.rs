@@ -34,11 +34,20 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("invalid config key `{0}`")]
     Config(String),
+    #[error("{0}")]
+    OAuth(#[from] crate::oauth::SetupError),
 }
 
 /// Open the store and build the API state. On first start with no token configured (none in
 /// the config, none created before), create one for tenant `default` and keep only its hash.
+/// OAuth clients count as configured credentials. With `[oauth]`, read this region's signing key.
 pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
+    // The signing key is read before anything else: a wrong file fails the start loudly.
+    let oauth = config
+        .oauth
+        .as_ref()
+        .map(crate::oauth::OAuth::load)
+        .transpose()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -56,7 +65,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     )?;
     let mut tokens: HashMap<String, String> = store.stored_tokens()?;
     let mut new_token = None;
-    if tokens.is_empty() && config.tokens.is_empty() {
+    let oauth_clients = config.oauth.as_ref().is_some_and(|o| !o.clients.is_empty());
+    if tokens.is_empty() && config.tokens.is_empty() && !oauth_clients {
         let token = new_token_text();
         let hash = api::token_hash(&token);
         store.add_token(&hash, DEFAULT_TENANT)?;
@@ -66,7 +76,9 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     for t in &config.tokens {
         tokens.insert(t.sha256.to_ascii_lowercase(), t.tenant.clone());
     }
-    let state = Arc::new(AppState::new(Arc::new(store), config, tokens));
+    let mut state = AppState::new(Arc::new(store), config, tokens);
+    state.oauth = oauth;
+    let state = Arc::new(state);
     Ok(Prepared { state, new_token })
 }
 

@@ -25,7 +25,13 @@ pub async fn service_provider_config(
         bulk_max_operations: scim.bulk_max_operations,
         bulk_max_payload: scim.bulk_max_payload_bytes,
     };
-    let body = schema::service_provider_config(&base, &caps);
+    let mut body = schema::service_provider_config(&base, &caps);
+    // With `[oauth]`, client credentials are a second way to a bearer token.
+    if state.oauth.is_some() {
+        if let Some(schemes) = body["authenticationSchemes"].as_array_mut() {
+            schemes.push(super::oauth::authentication_scheme(&base));
+        }
+    }
     scim_response(StatusCode::OK, &body)
 }
 

@@ -23,6 +23,13 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels of a refused token request or access token: why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A fixed code (`invalid_client`, `expired`…), never request text.
+    pub reason: String,
+}
+
 /// Plain running totals of answered requests, for the dashboard's charts (the labelled
 /// families above cannot be summed without encoding them).
 #[derive(Default)]
@@ -80,6 +87,12 @@ pub struct Metrics {
     pub request_timeouts: Counter,
     /// Request bodies that did not arrive within `http.body_read_timeout_ms` (408).
     pub body_timeouts: Counter,
+    /// Access tokens issued at `/oauth/token`.
+    pub oauth_tokens_issued: Counter,
+    /// Token requests refused, by OAuth error code.
+    pub oauth_token_requests_refused: Family<ReasonLabels, Counter>,
+    /// Bearer JWTs the SCIM API refused, by reason (expired, bad_signature…).
+    pub oauth_access_tokens_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +109,34 @@ impl Default for Metrics {
         let connections = Gauge::default();
         let (connections_refused, request_timeouts, body_timeouts) =
             (Counter::default(), Counter::default(), Counter::default());
+        let oauth_tokens_issued = Counter::default();
+        let oauth_token_requests_refused = Family::<ReasonLabels, Counter>::default();
+        let oauth_access_tokens_refused = Family::<ReasonLabels, Counter>::default();
+        // Every reason from zero, so a rate of refusals has a series before the first one.
+        let reason = |r: &str| ReasonLabels {
+            reason: r.to_string(),
+        };
+        for code in crate::oauth::request::ERROR_CODES {
+            let _ = oauth_token_requests_refused.get_or_create(&reason(code));
+        }
+        for e in crate::oauth::TokenError::ALL {
+            let _ = oauth_access_tokens_refused.get_or_create(&reason(e.reason()));
+        }
+        registry.register(
+            "oauth_tokens_issued",
+            "Access tokens issued at /oauth/token",
+            oauth_tokens_issued.clone(),
+        );
+        registry.register(
+            "oauth_token_requests_refused",
+            "Token requests refused, by OAuth error code",
+            oauth_token_requests_refused.clone(),
+        );
+        registry.register(
+            "oauth_access_tokens_refused",
+            "Bearer JWTs refused by the SCIM API, by reason",
+            oauth_access_tokens_refused.clone(),
+        );
         registry.register(
             "http_connections",
             "HTTP connections open",
@@ -163,6 +204,9 @@ impl Default for Metrics {
             connections_refused,
             request_timeouts,
             body_timeouts,
+            oauth_tokens_issued,
+            oauth_token_requests_refused,
+            oauth_access_tokens_refused,
             quorum_waits,
             quorum_timeouts,
             peer_lookups,

@@ -1,7 +1,8 @@
 //! HTTP API: the SCIM endpoints under `/scim/v2`, the admin API under `/admin/v1` (`admin`:
-//! conflict log and resource histories, admin tokens only), `/health` and `/metrics` (axum).
+//! conflict log and resource histories, admin tokens only), the OAuth token endpoint
+//! `/oauth/token` (`oauth`, with `[oauth]`), `/health` and `/metrics` (axum).
 //!
-//! This layer owns authentication (bearer token → tenant), load shedding, the SCIM error mapping
+//! This layer owns authentication (bearer token, static or an OAuth JWT → tenant), load shedding, the SCIM error mapping
 //! and content types; SCIM semantics live in `scim` and persistence in `store`. [`app`] builds the
 //! router from state, so tests can drive it without a socket.
 
@@ -12,6 +13,7 @@ mod discovery;
 mod list;
 pub mod metrics;
 mod paging;
+pub mod oauth;
 mod render;
 mod resources;
 
@@ -62,6 +64,9 @@ pub struct AppState {
     pub dashboard: crate::dashboard::Dashboard,
     /// Seals the cursors of cursor pagination: `scim.cursor_key`, else random per process.
     pub cursor_key: crate::scim::cursor::CursorKey,
+    /// OAuth client credentials and the JWT access tokens the SCIM API accepts, when the
+    /// config has `[oauth]` (set by `server::prepare`, which reads the signing key).
+    pub oauth: Option<crate::oauth::OAuth>,
 }
 
 impl AppState {
@@ -90,6 +95,7 @@ impl AppState {
             dns: std::sync::OnceLock::new(),
             dashboard,
             cursor_key,
+            oauth: None,
         }
     }
 }
@@ -177,7 +183,17 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit));
-    Router::new()
+    // The token endpoint is outside the bearer layer (clients authenticate there with their
+    // secret) but inside admission and the time limit like every SCIM request.
+    let token = oauth::router()
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit));
+    let router = if state.oauth.is_some() {
+        Router::new().merge(token)
+    } else {
+        Router::new()
+    };
+    router
         .nest("/scim/v2", scim)
         .nest("/admin/v1", admin::router(state.clone()))
         .merge(crate::dashboard::router())
@@ -271,7 +287,8 @@ async fn not_allowed() -> ApiError {
 #[derive(Clone, Debug)]
 pub struct Tenant(pub String);
 
-/// Bearer token → tenant; 401 otherwise.
+/// Bearer token → tenant: a static token (by its hash) or, with `[oauth]`, a valid JWT access
+/// token; 401 otherwise (a refused JWT says why in `WWW-Authenticate`, RFC 6750 §3).
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -282,10 +299,29 @@ async fn authenticate(
         return ApiError(ScimError::Unauthorized("a bearer token is required".into()))
             .into_response();
     };
-    let Some(tenant) = state.tokens.get(&token_hash(&token)) else {
-        return ApiError(ScimError::Unauthorized("unknown bearer token".into())).into_response();
+    let tenant = match state.tokens.get(&token_hash(&token)) {
+        Some(tenant) => tenant.clone(),
+        None => match &state.oauth {
+            Some(service) if crate::oauth::looks_like_jwt(&token) => {
+                match service.verify(&token, crate::oauth::unix_now()) {
+                    Ok(verified) => verified.tenant,
+                    Err(e) => return oauth::invalid_token(&state, e),
+                }
+            }
+            _ => {
+                let mut r = ApiError(ScimError::Unauthorized("unknown bearer token".into()))
+                    .into_response();
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer error=\"invalid_token\", error_description=\"unknown bearer token\"",
+                    ),
+                );
+                return r;
+            }
+        },
     };
-    request.extensions_mut().insert(Tenant(tenant.clone()));
+    request.extensions_mut().insert(Tenant(tenant));
     next.run(request).await
 }
 

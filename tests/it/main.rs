@@ -15,6 +15,7 @@ mod limits;
 mod metrics_docs;
 mod migration;
 mod paging;
+mod oauth;
 mod partition;
 mod replication;
 mod restart;
