@@ -80,6 +80,8 @@ pub struct Metrics {
     pub request_timeouts: Counter,
     /// Request bodies that did not arrive within `http.body_read_timeout_ms` (408).
     pub body_timeouts: Counter,
+    /// The HTTPS listener's reloads and failed handshakes.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -156,7 +158,10 @@ impl Default for Metrics {
             "Peer lookups that found the resource",
             peer_lookup_hits.clone(),
         );
+        let tls = crate::tls::TlsMetrics::default();
+        tls.register(&mut registry);
         Metrics {
+            tls,
             totals: RequestTotals::default(),
             registry,
             connections,

@@ -68,7 +68,8 @@ impl AppState {
             .iter()
             .map(|t| t.sha256.to_ascii_lowercase())
             .collect();
-        let dashboard = crate::dashboard::Dashboard::new(&config.dashboard);
+        let dashboard =
+            crate::dashboard::Dashboard::new(&config.dashboard, config.http.peer_ca.as_deref());
         AppState {
             store,
             config,
@@ -518,7 +519,7 @@ impl FromRequest<Arc<AppState>> for ScimJson {
 }
 
 /// The absolute SCIM base URL for responses (`meta.location`, `$ref`): `public_url` when set,
-/// else the `Host` the client used.
+/// else the `Host` the client used, with this listener's scheme (`https` with `[http.tls]`).
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.public_url {
         return format!("{url}/scim/v2");
@@ -529,7 +530,7 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| state.config.http.listen.to_string());
-    format!("http://{host}/scim/v2")
+    format!("{}://{host}/scim/v2", state.config.http.scheme())
 }
 
 /// Run a short store read on the current task: point reads hit RocksDB's memtable or block

@@ -10,6 +10,7 @@ mod dns;
 mod dns_netns;
 mod harness;
 mod history;
+mod https;
 mod limits;
 mod metrics_docs;
 mod migration;
