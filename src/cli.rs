@@ -76,7 +76,7 @@ pub enum Command {
     /// List the conflict log of a region (its admin API), as a table or as JSON.
     Conflicts {
         /// The region's base URL (without `/admin/v1`).
-        #[arg(long, default_value = "http://127.0.1.1:8080")]
+        #[arg(long, default_value = "https://127.0.1.1:8080")]
         url: String,
         /// An admin token (`geoscim token create --admin`); tenant tokens are refused.
         #[arg(long, env = "GEOSCIM_ADMIN_TOKEN", hide_env_values = true)]

@@ -241,8 +241,17 @@ pub struct TlsMetrics {
 }
 
 impl TlsMetrics {
-    /// Register under the registry's prefix (`geoscim_tls_…`).
+    /// Register under the registry's prefix (`geoscim_tls_…`). Every label value starts at 0,
+    /// so the series exist (and `rate()` works) before the first reload or failure.
     pub fn register(&self, registry: &mut Registry) {
+        for result in ["ok", "error"] {
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
+        }
+        for reason in ["timeout", "error"] {
+            let _ = self
+                .handshake_failures
+                .get_or_create(&HandshakeLabels { reason });
+        }
         registry.register(
             "tls_reloads",
             "Certificate reloads of the HTTPS listener by result (ok, error)",

@@ -524,3 +524,140 @@ fn plain_http_warns_at_start_naming_the_setting() {
     let line = line.expect("no WARN line naming [http.tls]");
     assert!(line.contains("plain HTTP"), "{line}");
 }
+
+/// `geoscim up` on the ready-made region files (moved to a loopback net and ports of this
+/// test): every region serves HTTPS with a certificate from the cluster CA, the printed lines
+/// say how to trust it, the regions' DNS probes of each other's `/health` pass over HTTPS, and
+/// the printed idp-sim line (with `--cacert`) provisions and reads back through it.
+#[tokio::test]
+async fn up_serves_https_from_the_cluster_ca_and_its_idp_sim_line_works() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let net = crate::dns::loopback_net();
+    let ip1 = format!("{net}.1");
+    let (http, quic, dns) = (
+        crate::dns::free_port(&ip1),
+        crate::dns::free_port(&ip1),
+        crate::dns::free_port(&ip1),
+    );
+    let build = tmp.path().join("build");
+    let regions = tmp.path().join("regions");
+    std::fs::create_dir_all(&regions).unwrap();
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions/local");
+    for r in ["eu", "us", "ap"] {
+        let text = std::fs::read_to_string(local.join(format!("{r}.toml")))
+            .unwrap()
+            .replace("127.0.1.", &format!("{net}."))
+            .replace(":8080", &format!(":{http}"))
+            .replace(":7100", &format!(":{quic}"))
+            .replace(":5300", &format!(":{dns}"))
+            .replace("build/local", build.to_str().unwrap());
+        std::fs::write(regions.join(format!("{r}.toml")), text).unwrap();
+    }
+    let mut up = Up(Command::new(env!("CARGO_BIN_EXE_geoscim"))
+        .arg("up")
+        .arg("--regions")
+        .arg(&regions)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    let stdout = up.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("Ctrl-C stops every region"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("geoscim up did not come up:\n{}", lines.join("\n")),
+        }
+    }
+    let all = lines.join("\n");
+    let ca = build.join("certs/ca.pem");
+    assert!(
+        all.contains(&format!("region eu: https://{ip1}:{http}/scim/v2")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("curl --cacert {}", ca.display())),
+        "{all}"
+    );
+    let sim_line = lines
+        .iter()
+        .find(|l| l.contains(" idp-sim "))
+        .expect("an idp-sim line");
+    assert!(
+        sim_line.contains(&format!("--cacert {}", ca.display())),
+        "{sim_line}"
+    );
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("geoscim: token for tenant default (all regions): "))
+        .unwrap()
+        .to_string();
+
+    // The regions probe each other's /health over HTTPS (http.peer_ca): all up in eu's view.
+    let client = trusting(&std::fs::read_to_string(&ca).unwrap());
+    let base = format!("https://{ip1}:{http}");
+    crate::harness::eventually(60, "eu's DNS view of three healthy regions", || async {
+        let h = crate::harness::health_json(&client, &base).await;
+        let regions = h["dns"]["regions"].as_array()?;
+        (regions.len() == 3 && regions.iter().all(|r| r["up"] == true)).then_some(())
+    })
+    .await;
+
+    // The printed idp-sim line, smaller, through DNS and HTTPS.
+    let args: Vec<String> = sim_line
+        .split_once(" idp-sim ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let sim = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_geoscim"))
+            .arg("idp-sim")
+            .args(&args)
+            .args(["--users", "6", "--groups", "1", "--duration", "30"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    drop(up);
+    assert!(
+        sim.status.success(),
+        "idp-sim failed:\n{}\n{}",
+        String::from_utf8_lossy(&sim.stdout),
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    assert!(token.starts_with("gs_"));
+}
+
+/// `geoscim up`, stopped as Ctrl-C would (SIGTERM: it stops its regions and waits for them)
+/// however the test ends.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
