@@ -23,6 +23,9 @@ pub enum AdminClientError {
     /// The answer is not the admin API's JSON.
     #[error("unexpected answer from {url}: {message}")]
     Body { url: String, message: String },
+    /// The `--cacert` file cannot be used.
+    #[error(transparent)]
+    Ca(#[from] crate::tls::client::CaError),
 }
 
 /// The filters and paging of `GET /admin/v1/conflicts`; `None` leaves a parameter out. Also
@@ -83,6 +86,7 @@ pub async fn fetch_conflicts(
     base: &str,
     token: &str,
     filter: &ConflictFilter,
+    cacert: Option<&std::path::Path>,
 ) -> Result<Value, AdminClientError> {
     let mut url = format!("{}/admin/v1/conflicts", base.trim_end_matches('/'));
     let query = filter.query();
@@ -93,7 +97,11 @@ pub async fn fetch_conflicts(
         url: url.clone(),
         source,
     };
-    let client = reqwest::Client::builder()
+    let roots = match cacert {
+        Some(path) => crate::tls::client::read_ca_file(path, "--cacert")?,
+        None => Vec::new(),
+    };
+    let client = crate::tls::client::trusting(reqwest::Client::builder(), &roots)
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(http)?;

@@ -86,11 +86,15 @@ pub enum Command {
     /// List the conflict log of a region (its admin API), as a table or as JSON.
     Conflicts {
         /// The region's base URL (without `/admin/v1`).
-        #[arg(long, default_value = "http://127.0.1.1:8080")]
+        #[arg(long, default_value = "https://127.0.1.1:8080")]
         url: String,
         /// An admin token (`geoscim token create --admin`); tenant tokens are refused.
         #[arg(long, env = "GEOSCIM_ADMIN_TOKEN", hide_env_values = true)]
         token: String,
+        /// A PEM file of CA certificates to trust for an `https://` URL, besides the system's
+        /// roots (for `geoscim up`: its cluster CA, `build/local/certs/ca.pem`).
+        #[arg(long)]
+        cacert: Option<PathBuf>,
         #[command(flatten)]
         filter: crate::admin_client::ConflictFilter,
         /// Print the admin API's JSON instead of a table.
@@ -163,9 +167,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conflicts {
             url,
             token,
+            cacert,
             filter,
             json,
-        } => conflicts(&url, &token, filter, json).await,
+        } => conflicts(&url, &token, cacert.as_deref(), filter, json).await,
         Command::Certs {
             out,
             regions,
@@ -335,10 +340,11 @@ async fn dns_query(
 async fn conflicts(
     url: &str,
     token: &str,
+    cacert: Option<&std::path::Path>,
     filter: crate::admin_client::ConflictFilter,
     json: bool,
 ) -> anyhow::Result<()> {
-    let page = crate::admin_client::fetch_conflicts(url, token, &filter).await?;
+    let page = crate::admin_client::fetch_conflicts(url, token, &filter, cacert).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&page)?);
     } else {
@@ -353,6 +359,15 @@ async fn conflicts(
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path, std::env::vars())?;
     let listen = config.http.listen;
+    // The files are read before anything starts: a missing or bad one stops the start here,
+    // naming the key and the path.
+    let certificate = match &config.http.tls {
+        Some(tls) => Some(crate::tls::load(tls)?),
+        None => None,
+    };
+    if let Some(ca) = &config.http.peer_ca {
+        crate::tls::client::read_ca_file(ca, "http.peer_ca")?;
+    }
     let prepared = tokio::task::spawn_blocking(move || server::prepare(config)).await??;
     // Replication first: once HTTP answers, lookups at the peers (no false 404s) must work.
     let node = match prepared.state.config.replication.clone() {
@@ -369,13 +384,28 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tls = match (&prepared.state.config.http.tls, certificate) {
+        (Some(cfg), Some(initial)) => {
+            tracing::info!(sha256 = %initial.sha256, cert = %cfg.cert.display(), "http.tls: serving HTTPS");
+            let metrics = prepared.state.metrics.tls.clone();
+            Some(crate::tls::Acceptor::start(cfg, initial, metrics)?)
+        }
+        _ => {
+            tracing::warn!(
+                "the HTTP listener speaks plain HTTP (no [http.tls] in the config): only for \
+                 a region behind a load balancer that terminates TLS; IdPs require https://"
+            );
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot bind http listener on {listen}"))?;
     let addr = listener.local_addr()?;
     let dns = match prepared.state.config.dns.clone() {
         Some(cfg) => {
-            let running = crate::dns::start(&cfg, &prepared.state.config.region).await?;
+            let peer_ca = prepared.state.config.http.peer_ca.as_deref();
+            let running = crate::dns::start(&cfg, &prepared.state.config.region, peer_ca).await?;
             let _ = prepared.state.dns.set(running.view.clone());
             println!(
                 "geoscim: dns listening on {} (udp+tcp) for {}",
@@ -386,7 +416,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         }
         None => None,
     };
-    println!("geoscim: http listening on http://{addr}");
+    let scheme = prepared.state.config.http.scheme();
+    println!("geoscim: http listening on {scheme}://{addr}");
     if let Some(node) = &node {
         println!("geoscim: quic listening on {}", node.addr);
     }
@@ -397,7 +428,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         );
         println!("geoscim: (shown once; only its hash is kept in the data dir)");
     }
-    server::serve(prepared.state, listener, server::shutdown_signal()).await?;
+    server::serve(prepared.state, listener, tls, server::shutdown_signal()).await?;
     if let Some(dns) = dns {
         dns.shutdown().await;
     }

@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 mod dashboard;
 mod dns;
 mod oauth;
+mod tls;
 pub use dashboard::{DashboardConfig, DashboardRegion};
 pub use dns::{is_dns_name, DnsConfig, DnsNetwork, DnsRegion, DnsTenant};
 pub use oauth::{
     decode_public_key, is_valid_client_id, is_valid_kid, ClientConfig, OAuthConfig,
     PublicKeyConfig, SigningKeyConfig, MAX_SECRETS_PER_CLIENT,
 };
+pub use tls::TlsConfig;
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "GEOSCIM_";
@@ -324,6 +326,15 @@ pub struct HttpConfig {
     /// Open connections at most; beyond it new connections are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// HTTPS: certificate and key files (`[http.tls]`, see `config::tls`). Absent: plain HTTP,
+    /// for a region behind a load balancer that terminates TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// PEM file of CA certificates trusted, besides the system's roots, by this region's own
+    /// HTTPS requests to other regions (the DNS responder's `/health` probes, the dashboard's
+    /// cluster view): the cluster CA of a local cluster, a private CA.
+    #[serde(default)]
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// Limits on SCIM requests (all of them appear in `/ServiceProviderConfig` where SCIM has a slot).
@@ -474,6 +485,17 @@ fn default_doc_cache() -> usize {
     10_000
 }
 
+impl HttpConfig {
+    /// The listener's URL scheme: `https` with `[http.tls]`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -485,6 +507,8 @@ impl Default for HttpConfig {
             body_read_timeout_ms: default_body_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_connections: default_max_connections(),
+            tls: None,
+            peer_ca: None,
         }
     }
 }
@@ -635,6 +659,10 @@ impl Config {
         if !(1..=3600).contains(&self.http.retry_after_secs) {
             return invalid("http.retry_after_secs", "must be between 1 and 3600");
         }
+        if let Some(tls) = &self.http.tls {
+            tls.validate()?;
+        }
+        tls::validate_peer_ca(self.http.peer_ca.as_deref())?;
         if self.scim.max_filter_len == 0 || self.scim.max_filter_depth == 0 {
             return invalid(
                 "scim.max_filter_len",

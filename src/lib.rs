@@ -42,6 +42,9 @@
 //!   shows (`cluster`), and the charts' ring buffer of samples (`samples`). Its data comes from
 //!   the admin API (`api::admin_live`: cluster, pending offboardings, the live conflict feed,
 //!   resources, samples).
+//! - `tls`: HTTPS for the listener (rustls, ring): certificate files checked at start, the
+//!   certificate store every handshake reads and its reload on SIGHUP or file change
+//!   (`reload`), and CA files for this process's own HTTPS clients (`client`).
 //! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
 //! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
 //! - `cli`: the thin command line over `server` and `admin_client`.
@@ -68,3 +71,4 @@ pub mod replication;
 pub mod scim;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -1,6 +1,10 @@
 //! `geoscim up`: the ready-made local cluster of `regions/local/` (three regions on loopback).
 //!
-//! Certificates are generated on first start into the cluster's `certs_dir` (never committed);
+//! Certificates are generated on first start into the cluster's `certs_dir` (never committed):
+//! the cluster CA and each region's replication certificate, and for a region with
+//! `[http.tls]` the HTTPS listener's certificate from the same CA (its listen address,
+//! `localhost` and the DNS names as subject names), so one `ca.pem` is all a client needs to
+//! trust (`curl --cacert`, printed at start);
 //! one fresh bearer token for tenant `default` is accepted by every region (an IdP sees one
 //! geo-routed service, so one token must work everywhere) and printed at each start, never
 //! stored; likewise one fresh admin token for the admin API (`/admin/v1`, `geoscim conflicts`),
@@ -39,6 +43,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("certificates for region {}", c.region))?;
         }
     }
+    let ca = https_identities(&configs)?;
     let token = crate::server::new_token_text();
     let tokens = format!(
         "[{{tenant=\"{}\", sha256=\"{}\"}}]",
@@ -91,13 +96,16 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
                         }
                         println!("geoscim: token for tenant default (all regions): {token}");
                         println!("geoscim: admin token (all regions): {admin_token}");
-                        for line in oauth.lines(&urls) {
+                        for line in oauth.lines(&urls, ca.as_deref()) {
+                            println!("{line}");
+                        }
+                        for line in trust_lines(ca.as_deref(), &urls, &token) {
                             println!("{line}");
                         }
                         for line in dashboard_lines(&urls) {
                             println!("{line}");
                         }
-                        for line in try_lines(&configs, &exe, &token) {
+                        for line in try_lines(&configs, &exe, &token, ca.as_deref()) {
                             println!("{line}");
                         }
                         println!("geoscim: Ctrl-C stops every region");
@@ -195,7 +203,11 @@ impl LocalOAuth {
     }
 
     /// What `up` prints: the client and a curl line for a token from the first region.
-    fn lines(&self, urls: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    fn lines(
+        &self,
+        urls: &std::collections::BTreeMap<String, String>,
+        ca: Option<&Path>,
+    ) -> Vec<String> {
         let mut out = vec![format!(
             "geoscim: OAuth client for tenant {} (all regions): client_id {} client_secret {}",
             crate::server::DEFAULT_TENANT,
@@ -204,14 +216,91 @@ impl LocalOAuth {
         )];
         if let Some(url) = urls.values().next() {
             let base = url.strip_suffix("/scim/v2").unwrap_or(url);
+            let cacert = ca
+                .map(|c| format!("--cacert {} ", c.display()))
+                .unwrap_or_default();
             out.push(format!(
-                "geoscim: try: curl -s -u '{}:{}' -d grant_type=client_credentials \
+                "geoscim: try: curl -s {cacert}-u '{}:{}' -d grant_type=client_credentials \
                  {base}/oauth/token",
                 self.client_id, self.client_secret
             ));
         }
         out
     }
+}
+
+/// Give every region with `[http.tls]` a listener certificate from its cluster CA when its
+/// files are missing or no longer fit (another CA, another listen address); keep them
+/// otherwise. Returns the CA file clients must trust, when a region serves HTTPS.
+fn https_identities(configs: &[Config]) -> anyhow::Result<Option<PathBuf>> {
+    use crate::replication::certs;
+    let mut trust = None;
+    for c in configs {
+        let (Some(tls), Some(r)) = (&c.http.tls, &c.replication) else {
+            continue;
+        };
+        let ca_pem = certs::load_ca_cert(&r.certs_dir)
+            .with_context(|| format!("the cluster CA for region {}", c.region))?;
+        let ips = listener_ips(c.http.listen.ip());
+        let fits = match std::fs::read_to_string(&tls.cert) {
+            Ok(pem) => tls.key.exists() && certs::server_cert_fits(&pem, &ca_pem, &ips),
+            Err(_) => false,
+        };
+        if !fits {
+            let mut names = vec!["localhost".to_string()];
+            if let Some(d) = &c.dns {
+                names.push(d.service_name());
+                names.push(format!("*.{}", d.zone));
+            }
+            let ca = certs::load_ca(&r.certs_dir)
+                .with_context(|| format!("the cluster CA key for region {}", c.region))?;
+            let id = ca.issue_server(&c.region, &names, &ips)?;
+            certs::write_server_identity(&id, &tls.cert, &tls.key)?;
+            println!(
+                "geoscim: wrote the HTTPS certificate of region {} ({}) from the cluster CA",
+                c.region,
+                tls.cert.display()
+            );
+        }
+        trust = Some(certs::ca_cert_path(&r.certs_dir));
+    }
+    Ok(trust)
+}
+
+/// The addresses a listener's certificate names: its own (or loopback when it binds every
+/// address), and 127.0.0.1 for `localhost` clients.
+fn listener_ips(ip: std::net::IpAddr) -> Vec<std::net::IpAddr> {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut ips = vec![if ip.is_unspecified() { loopback } else { ip }];
+    if !ips.contains(&loopback) {
+        ips.push(loopback);
+    }
+    ips
+}
+
+/// How to trust the regions' HTTPS certificates: the cluster CA and a `curl` line.
+fn trust_lines(
+    ca: Option<&Path>,
+    urls: &std::collections::BTreeMap<String, String>,
+    token: &str,
+) -> Vec<String> {
+    let Some(ca) = ca else {
+        return Vec::new();
+    };
+    let Some(first) = urls.values().find(|u| u.starts_with("https://")) else {
+        return Vec::new();
+    };
+    vec![
+        format!(
+            "geoscim: HTTPS certificates are signed by the cluster CA {}: trust it (curl \
+             --cacert, REQUESTS_CA_BUNDLE, SSL_CERT_FILE) or add it to your trust store",
+            ca.display()
+        ),
+        format!(
+            "geoscim: try: curl --cacert {} -H 'Authorization: Bearer {token}' {first}/Users",
+            ca.display()
+        ),
+    ]
 }
 
 /// Every region's `[dns]` must carry the same zone and table (all but `listen`): responders
@@ -247,8 +336,9 @@ fn dashboard_lines(urls: &std::collections::BTreeMap<String, String>) -> Vec<Str
         .collect()
 }
 
-/// The `dig` and `idp-sim` lines to try the cluster's DNS with, when it has responders.
-fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
+/// The `dig` and `idp-sim` lines to try the cluster's DNS with, when it has responders; with
+/// `ca` (the regions serve HTTPS), idp-sim trusts it.
+fn try_lines(configs: &[Config], exe: &Path, token: &str, ca: Option<&Path>) -> Vec<String> {
     let dns: Vec<&crate::config::DnsConfig> =
         configs.iter().filter_map(|c| c.dns.as_ref()).collect();
     let Some(first) = dns.first() else {
@@ -258,15 +348,23 @@ fn try_lines(configs: &[Config], exe: &Path, token: &str) -> Vec<String> {
     let servers: Vec<String> = dns.iter().map(|d| d.listen.to_string()).collect();
     let regions: Vec<String> = configs
         .iter()
-        .map(|c| format!("http://{}", c.http.listen))
+        .map(|c| {
+            let scheme = if c.http.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", c.http.listen)
+        })
         .collect();
+    let cacert = ca.map_or(String::new(), |ca| format!(" --cacert {}", ca.display()));
     let port = configs.first().map_or(8080, |c| c.http.listen.port());
     let (ip, dns_port) = (first.listen.ip(), first.listen.port());
     vec![
         format!("geoscim: dns for {name} on {}", servers.join(", ")),
         format!("geoscim: try: dig @{ip} -p {dns_port} {name} A +subnet=10.3.0.0/24"),
         format!(
-            "geoscim: try: {} idp-sim --name {name} --dns {} --port {port} --regions {} --token {token}",
+            "geoscim: try: {} idp-sim --name {name} --dns {} --port {port}{cacert} --regions {} --token {token}",
             exe.display(),
             servers.join(","),
             regions.join(","),
@@ -343,10 +441,15 @@ mod tests {
             "eu".to_string(),
             "http://127.0.1.1:8080/scim/v2".to_string(),
         )]);
-        let lines = oauth.lines(&urls);
+        let lines = oauth.lines(&urls, None);
         assert!(
             lines[1]
                 .ends_with("-d grant_type=client_credentials http://127.0.1.1:8080/oauth/token"),
+            "{lines:?}"
+        );
+        let lines = oauth.lines(&urls, Some(Path::new("certs/ca.pem")));
+        assert!(
+            lines[1].contains("curl -s --cacert certs/ca.pem -u "),
             "{lines:?}"
         );
     }
@@ -363,7 +466,12 @@ mod tests {
     #[test]
     fn up_prints_a_dig_line_and_an_idp_sim_line() {
         let configs = vec![local("eu"), local("us"), local("ap")];
-        let lines = try_lines(&configs, Path::new("geoscim"), "gs_t");
+        let lines = try_lines(
+            &configs,
+            Path::new("geoscim"),
+            "gs_t",
+            Some(Path::new("build/local/certs/ca.pem")),
+        );
         assert!(
             lines
                 .iter()
@@ -373,8 +481,8 @@ mod tests {
         let sim = lines.iter().find(|l| l.contains("idp-sim")).unwrap();
         for part in [
             "--dns 127.0.1.1:5300,127.0.1.2:5300,127.0.1.3:5300",
-            "--port 8080",
-            "http://127.0.1.3:8080",
+            "--port 8080 --cacert build/local/certs/ca.pem",
+            "https://127.0.1.3:8080",
             "--token gs_t",
         ] {
             assert!(sim.contains(part), "{part} in {sim}");

@@ -92,16 +92,21 @@ pub fn new_token_text() -> String {
     )
 }
 
-/// Serve the API on an already-bound listener until `shutdown` resolves.
+/// Serve the API on an already-bound listener until `shutdown` resolves; HTTPS when `tls` is
+/// given (see [`crate::tls`]), plain HTTP otherwise.
 ///
 /// Each connection is served by hyper with a header-read timeout (`http.header_read_timeout_ms`:
 /// a client that sends half a header is dropped then), and at most `http.max_connections` are
-/// open at once (a connection beyond that is closed at once and counted). On shutdown the
-/// listener stops, connections finish their requests (graceful shutdown, bounded by
-/// `http.request_timeout_ms`) and the call returns.
+/// open at once (a connection beyond that is closed at once and counted). A TLS connection
+/// holds its slot from accept on, and its handshake must finish within
+/// `http.tls.handshake_timeout_ms` (in the connection's own task, so a slow handshake delays
+/// no other); the header-read timeout starts after it. On shutdown the listener stops,
+/// connections finish their requests (graceful shutdown, bounded by `http.request_timeout_ms`)
+/// and the call returns.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
+    tls: Option<crate::tls::Acceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -122,6 +127,10 @@ pub async fn serve(
             http.header_read_timeout_ms,
         ));
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let handshake = tls
+        .as_ref()
+        .map(|t| (t.acceptor.clone(), t.handshake_timeout, t.metrics.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -143,17 +152,43 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        let metrics = state.clone();
-        metrics.metrics.connections.inc();
+        // Made now, before a shutdown can start, so a connection still in its handshake when
+        // one does is closed gracefully right after it.
+        let watcher = graceful.watcher();
+        let (state, builder, handshake) = (state.clone(), builder.clone(), handshake.clone());
+        state.metrics.connections.inc();
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = conn.await;
-            metrics.metrics.connections.dec();
+            match handshake {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some((acceptor, limit, metrics)) => {
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            let reason = crate::tls::HandshakeLabels { reason: "error" };
+                            metrics.handshake_failures.get_or_create(&reason).inc();
+                        }
+                        Err(_) => {
+                            let reason = crate::tls::HandshakeLabels { reason: "timeout" };
+                            metrics.handshake_failures.get_or_create(&reason).inc();
+                        }
+                    }
+                }
+            }
+            state.metrics.connections.dec();
         });
     }
     drop(listener);
+    drop(tls);
     sampler.abort();
     let grace = std::time::Duration::from_millis(http.request_timeout_ms);
     if tokio::time::timeout(grace, graceful.shutdown())

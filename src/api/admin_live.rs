@@ -194,7 +194,10 @@ pub async fn resource(
         .public_url
         .clone()
         .map(|u| format!("{u}/scim/v2"))
-        .unwrap_or_else(|| format!("http://{}/scim/v2", state.config.http.listen));
+        .unwrap_or_else(|| {
+            let http = &state.config.http;
+            format!("{}://{}/scim/v2", http.scheme(), http.listen)
+        });
     let (t, i) = (tenant.clone(), id.clone());
     let rendered = blocking(&state, move |store| {
         let Some(stored) = store.get(&t, kind, &i)? else {

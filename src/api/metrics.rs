@@ -93,6 +93,8 @@ pub struct Metrics {
     pub oauth_token_requests_refused: Family<ReasonLabels, Counter>,
     /// Bearer JWTs the SCIM API refused, by reason (expired, bad_signature…).
     pub oauth_access_tokens_refused: Family<ReasonLabels, Counter>,
+    /// The HTTPS listener's reloads and failed handshakes.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -197,7 +199,10 @@ impl Default for Metrics {
             "Peer lookups that found the resource",
             peer_lookup_hits.clone(),
         );
+        let tls = crate::tls::TlsMetrics::default();
+        tls.register(&mut registry);
         Metrics {
+            tls,
             totals: RequestTotals::default(),
             registry,
             connections,

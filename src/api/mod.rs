@@ -12,8 +12,8 @@ mod bulk;
 mod discovery;
 mod list;
 pub mod metrics;
-mod paging;
 pub mod oauth;
+mod paging;
 mod render;
 mod resources;
 
@@ -77,7 +77,8 @@ impl AppState {
             .iter()
             .map(|t| t.sha256.to_ascii_lowercase())
             .collect();
-        let dashboard = crate::dashboard::Dashboard::new(&config.dashboard);
+        let dashboard =
+            crate::dashboard::Dashboard::new(&config.dashboard, config.http.peer_ca.as_deref());
         // `validate()` has checked that the key is hex.
         let cursor_key = match config.scim.cursor_key.as_deref().map(hex::decode) {
             Some(Ok(secret)) => crate::scim::cursor::CursorKey::new(&secret),
@@ -572,7 +573,7 @@ pub(crate) async fn read_json(
 }
 
 /// The absolute SCIM base URL for responses (`meta.location`, `$ref`): `public_url` when set,
-/// else the `Host` the client used.
+/// else the `Host` the client used, with this listener's scheme (`https` with `[http.tls]`).
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.public_url {
         return format!("{url}/scim/v2");
@@ -583,7 +584,7 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| state.config.http.listen.to_string());
-    format!("http://{host}/scim/v2")
+    format!("{}://{host}/scim/v2", state.config.http.scheme())
 }
 
 /// Run a short store read on the current task: point reads hit RocksDB's memtable or block

@@ -307,10 +307,10 @@ impl DnsConfig {
                     );
                 }
             }
-            if !r.health_url.starts_with("http://") {
+            if !(r.health_url.starts_with("http://") || r.health_url.starts_with("https://")) {
                 return invalid(
                     "dns.regions.health_url",
-                    format!("region {}: must be a plain http:// URL", r.name),
+                    format!("region {}: must be an http:// or https:// URL", r.name),
                 );
             }
         }

@@ -43,13 +43,18 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    pub fn new(cfg: &crate::config::DashboardConfig) -> Dashboard {
+    /// The dashboard of a region; `peer_ca` (`http.peer_ca`) is trusted when reading other
+    /// regions' `https://` health.
+    pub fn new(
+        cfg: &crate::config::DashboardConfig,
+        peer_ca: Option<&std::path::Path>,
+    ) -> Dashboard {
         Dashboard {
             sessions: Sessions::new(Duration::from_secs(cfg.session_ttl_secs), cfg.max_sessions),
             samples: samples::Ring::new(cfg.samples),
             streams: AtomicUsize::new(0),
             started: Instant::now(),
-            client: reqwest::Client::builder()
+            client: crate::tls::client::builder_with_peer_ca(peer_ca)
                 .no_proxy()
                 .build()
                 .unwrap_or_default(),
@@ -258,11 +263,14 @@ async fn login(State(state): State<Arc<AppState>>, request: Request<Body>) -> Re
     }
     let id = state.dashboard.sessions.create(Instant::now());
     tracing::info!("dashboard sign-in");
-    let secure = state
-        .config
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+    // Secure when the browser reaches us over HTTPS: this listener's own TLS, or a TLS
+    // load balancer in front (an https public_url).
+    let secure = state.config.http.tls.is_some()
+        || state
+            .config
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
     let cookie = format!(
         "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         state.config.dashboard.session_ttl_secs,

@@ -337,8 +337,13 @@ impl Running {
     }
 }
 
-/// Start region `region`'s responder on `cfg.listen` and its prober.
-pub async fn start(cfg: &crate::config::DnsConfig, region: &str) -> Result<Running, StartError> {
+/// Start region `region`'s responder on `cfg.listen` and its prober; `https://` health URLs are
+/// verified against the system's roots and the CA file `peer_ca` (`http.peer_ca`).
+pub async fn start(
+    cfg: &crate::config::DnsConfig,
+    region: &str,
+    peer_ca: Option<&std::path::Path>,
+) -> Result<Running, StartError> {
     let zone = zone::Zone::new(cfg)?;
     let view = std::sync::Arc::new(View::new(
         zone,
@@ -367,6 +372,7 @@ pub async fn start(cfg: &crate::config::DnsConfig, region: &str) -> Result<Runni
         cfg.regions.iter().map(|r| r.health_url.clone()).collect(),
         Duration::from_millis(cfg.probe_interval_ms),
         Duration::from_millis(cfg.probe_timeout_ms),
+        crate::tls::client::builder_with_peer_ca(peer_ca),
         stop_rx.clone(),
     );
     let (cfg, responder_view) = (cfg.clone(), view.clone());

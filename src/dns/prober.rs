@@ -1,5 +1,5 @@
 //! The health prober: every `dns.probe_interval_ms` each region's `/health` is fetched over
-//! plain HTTP (this region's own included); a 200 within `dns.probe_timeout_ms` is a good
+//! HTTP or HTTPS, as its URL says (this region's own included); a 200 within `dns.probe_timeout_ms` is a good
 //! probe, anything else a failed one. Results go to the [`View`], whose hysteresis decides
 //! when a region stops or starts being answered.
 //!
@@ -19,11 +19,12 @@ pub fn spawn(
     urls: Vec<String>,
     interval: Duration,
     timeout: Duration,
+    client: reqwest::ClientBuilder,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     // No proxy: probes go straight to the regions' listeners. Keep-alive connections make a
     // probe one request; a killed region's connection errors at once.
-    let client = match reqwest::Client::builder()
+    let client = match client
         .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout)

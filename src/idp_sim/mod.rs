@@ -52,6 +52,11 @@ pub struct Args {
     /// The HTTP port of the regions (an A record carries none).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Speak HTTPS to the regions, trusting the CA certificates of this PEM file besides the
+    /// system's roots (for `geoscim up`: its cluster CA, `build/local/certs/ca.pem`). The
+    /// addresses DNS answers are then reached as `https://<address>:<port>`.
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
     /// A tenant bearer token (every region accepts it).
     #[arg(long, env = "GEOSCIM_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -97,6 +102,17 @@ pub struct Args {
     /// A prefix for userNames and group names (default: a random run id).
     #[arg(long)]
     pub run_id: Option<String>,
+}
+
+impl Args {
+    /// `https` with `--cacert`, else `http`.
+    fn scheme(&self) -> &'static str {
+        if self.cacert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// What the run saw: the summary idp-sim prints.
@@ -271,7 +287,8 @@ impl Sim {
                 .copied()
                 .unwrap_or(addrs[0]);
             let url = format!(
-                "http://{}/scim/v2{path}",
+                "{}://{}/scim/v2{path}",
+                self.args.scheme(),
                 SocketAddr::new(addr, self.args.port)
             );
             let mut req = self
@@ -386,7 +403,12 @@ fn patch(ops: Value) -> Value {
 /// Run the workload and the read-back.
 pub async fn run(args: Args) -> Result<Report, SimError> {
     let resolver = NameResolver::new(&args.name, &args.dns, args.ecs)?;
-    let http = reqwest::Client::builder()
+    let roots = match &args.cacert {
+        Some(path) => crate::tls::client::read_ca_file(path, "--cacert")
+            .map_err(|e| SimError::Http(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let http = crate::tls::client::trusting(reqwest::Client::builder(), &roots)
         .no_proxy()
         .connect_timeout(Duration::from_millis(1000))
         .timeout(Duration::from_millis(args.request_timeout_ms))
@@ -445,7 +467,8 @@ pub async fn run(args: Args) -> Result<Report, SimError> {
             .into_iter()
             .map(|a| {
                 format!(
-                    "http://{}",
+                    "{}://{}",
+                    args.scheme(),
                     SocketAddr::new(a.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])), args.port)
                 )
             })

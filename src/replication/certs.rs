@@ -11,6 +11,8 @@
 //! - `ca.key`: the CA's private key, needed only to issue region certificates; keep it off the
 //!   regions if you can.
 //! - `<region>.pem`, `<region>.key`: a region's certificate and private key.
+//! - `<region>.http.pem`, `<region>.http.key`: a local cluster's HTTPS listener certificate
+//!   (`geoscim up`, [`Ca::issue_server`]); a region name has no `.`, so these never collide.
 //!
 //! Private keys are written with mode 0600. Keys are ECDSA P-256 (rcgen's default, with ring).
 
@@ -205,6 +207,101 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A server certificate for a region's HTTPS listener, signed by this CA (server
+    /// authentication only), naming `names` (DNS names, wildcards allowed) and `ips`. For the
+    /// local cluster of `geoscim up`; a public listener wants a certificate clients trust
+    /// without being told (ACME or the organisation's CA).
+    pub fn issue_server(
+        &self,
+        region: &str,
+        names: &[String],
+        ips: &[std::net::IpAddr],
+    ) -> Result<Identity, CertError> {
+        if !crate::ids::is_valid_name(region) {
+            return Err(CertError::InvalidRegion(region.to_string()));
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "geoscim");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{region} HTTPS"));
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, REGION_VALIDITY);
+        let issuer = Issuer::new(ca_params(), &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Identity {
+            region: region.to_string(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// `dir/<region>.http.pem`: a local cluster's HTTPS listener certificate.
+pub fn http_cert_path(dir: &Path, region: &str) -> PathBuf {
+    dir.join(format!("{region}.http.pem"))
+}
+
+/// `dir/<region>.http.key`.
+pub fn http_key_path(dir: &Path, region: &str) -> PathBuf {
+    dir.join(format!("{region}.http.key"))
+}
+
+/// Does the server certificate `cert_pem` chain to the CA `ca_pem`, hold now, and name every
+/// one of `ips` (what a client connecting by address checks)?
+pub fn server_cert_fits(cert_pem: &str, ca_pem: &str, ips: &[std::net::IpAddr]) -> bool {
+    let (Ok(cert), Ok(ca)) = (
+        parse_cert_pem(cert_pem, "cert"),
+        parse_cert_pem(ca_pem, "ca"),
+    ) else {
+        return false;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if roots.add(ca).is_err() {
+        return false;
+    }
+    let Ok(verifier) = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.into(),
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .build() else {
+        return false;
+    };
+    use rustls::client::danger::ServerCertVerifier;
+    ips.iter().all(|ip| {
+        let name = rustls::pki_types::ServerName::IpAddress((*ip).into());
+        verifier
+            .verify_server_cert(&cert, &[], &name, &[], rustls::pki_types::UnixTime::now())
+            .is_ok()
+    })
+}
+
+/// Write a server identity to the two paths given (the key 0600), replacing what is there.
+pub fn write_server_identity(
+    identity: &Identity,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), CertError> {
+    for dir in [cert.parent(), key.parent()].into_iter().flatten() {
+        if !dir.as_os_str().is_empty() {
+            create_dir(dir)?;
+        }
+    }
+    write_file(cert, identity.cert_pem.as_bytes(), false)?;
+    write_file(key, identity.key_pem.as_bytes(), true)
+}
+
 /// The first certificate in a PEM text, as DER.
 pub(crate) fn parse_cert_pem(pem: &str, what: &str) -> Result<CertificateDer<'static>, CertError> {
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| CertError::Pem {
@@ -367,6 +464,31 @@ mod tests {
         verifier
             .verify_client_cert(&der, &[], rustls::pki_types::UnixTime::now())
             .unwrap();
+    }
+
+    #[test]
+    fn a_server_certificate_names_its_addresses_and_chains_to_the_ca() {
+        let ca = generate_ca().unwrap();
+        let ip: std::net::IpAddr = "127.0.1.1".parse().unwrap();
+        let id = ca
+            .issue_server("eu", &["localhost".into(), "*.geoscim.test".into()], &[ip])
+            .unwrap();
+        assert!(server_cert_fits(&id.cert_pem, ca.cert_pem(), &[ip]));
+        let other: std::net::IpAddr = "127.0.1.2".parse().unwrap();
+        assert!(!server_cert_fits(&id.cert_pem, ca.cert_pem(), &[other]));
+        assert!(!server_cert_fits(
+            &id.cert_pem,
+            generate_ca().unwrap().cert_pem(),
+            &[ip]
+        ));
+        // It serves: the key fits the certificate.
+        crate::tls::parse(
+            id.cert_pem.as_bytes(),
+            id.key_pem.as_bytes(),
+            Path::new("c"),
+            Path::new("k"),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -118,6 +118,11 @@ impl Region {
         }
     }
 
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// kill -9 the process (no shutdown path runs).
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
