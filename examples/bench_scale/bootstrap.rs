@@ -40,12 +40,24 @@ pub(crate) fn build_groups(dir: &Path, layout: &Layout) -> anyhow::Result<Vec<St
     Ok(groups)
 }
 
-/// Snapshot `src` into an empty store at `dst`, in process: (items, seconds, digests equal).
+/// CPU seconds this process used so far (user + system, every thread), from /proc.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) are space-separated.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Snapshot `src` into an empty store at `dst`, in process: (items, seconds, CPU seconds,
+/// digests equal).
 pub(crate) fn inproc_snapshot(
     src: &Path,
     dst: &Path,
     chunk_bytes: usize,
-) -> anyhow::Result<(u64, f64, bool)> {
+) -> anyhow::Result<(u64, f64, f64, bool)> {
     let from = open_store(src, false, false)?;
     let to = Store::open(
         dst,
@@ -59,6 +71,7 @@ pub(crate) fn inproc_snapshot(
         },
     )?;
     let started = Instant::now();
+    let cpu = cpu_s();
     let session = std::cell::RefCell::new(None);
     let mut items = 0u64;
     let mut failed = None;
@@ -88,8 +101,9 @@ pub(crate) fn inproc_snapshot(
     }
     to.finish_snapshot(session.into_inner().context("no snapshot began")?)?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_s() - cpu;
     let same = from.digest().map(|(_, d)| d) == to.digest().map(|(_, d)| d);
-    Ok((items, secs, same))
+    Ok((items, secs, cpu, same))
 }
 
 pub(crate) async fn run_only(a: &Args, report: &mut Report) -> anyhow::Result<()> {
@@ -124,17 +138,20 @@ pub(crate) async fn run_only(a: &Args, report: &mut Report) -> anyhow::Result<()
 
     // 2. In process.
     let inproc = work.join("inproc");
-    let (items, secs, same) = inproc_snapshot(&eu_dir, &inproc, 1 << 20)?;
+    let (items, secs, cpu, same) = inproc_snapshot(&eu_dir, &inproc, 1 << 20)?;
     report.scale.set(
         "in process: snapshot of eu applied into an empty store (1 MB chunks, synced)",
         &users_label,
         format!(
-            "{secs:.1} s, {items} items, {:.0} items/s; digests {}",
+            "{secs:.1} s, {items} items, {:.0} items/s; CPU {cpu:.1} s ({:.0} µs per item); digests {}",
             items as f64 / secs,
+            cpu * 1e6 / items.max(1) as f64,
             if same { "equal" } else { "DIFFER" }
         ),
     );
-    eprintln!("bench_scale: in process: {items} items in {secs:.1} s, digests equal: {same}");
+    eprintln!(
+        "bench_scale: in process: {items} items in {secs:.1} s (CPU {cpu:.1} s), digests equal: {same}"
+    );
     std::fs::remove_dir_all(&inproc)?;
 
     // 3. Real processes.
@@ -253,9 +270,10 @@ pub(crate) async fn bootstrap_one(
         if said.elapsed() >= Duration::from_secs(10) {
             said = Instant::now();
             eprintln!(
-                "bench_scale: {name} bootstrapping, {:.0} s: {}",
+                "bench_scale: {name} bootstrapping, {:.0} s: {} applied {}",
                 started.elapsed().as_secs_f64(),
-                h["replication"]["snapshot_in_progress"]
+                h["replication"]["snapshot_in_progress"],
+                h["replication"]["snapshots"]["receiving"]
             );
         }
         anyhow::ensure!(
