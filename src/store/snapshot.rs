@@ -20,6 +20,11 @@
 //!   add of the receiver's own (a restored backup) whose write the marks cover is dropped; a
 //!   newer one (a dot above the marks) stays. The receiver walks its own records in key order
 //!   alongside the snapshot's (which come sorted) to find the ones the snapshot lacks.
+//! - **Bootstrap speed.** A document the receiver lacks is stored as received, its heads, view
+//!   and recorded conflicts derived from the bytes on every core ([`prepare_all`]); merging it
+//!   into an empty document and saving it again cost about twice as much. Each chunk is one
+//!   synced batch, and the marks rise only in [`Store::finish_snapshot`], so a crash mid-way
+//!   leaves the region below the peer's floor (it asks again) and never claims to be caught up.
 //! - **Large items.** A document larger than a chunk travels in parts (`ITEM_DOC_PART`), each
 //!   in a chunk of its own, reassembled by the receiver.
 
