@@ -30,9 +30,14 @@
 //!    divided by the membership changes.
 //!
 //! usage: bench_scale GEOSCIM_BINARY WORKDIR [--sizes 1000,100000,1000000] [--batches 20]
-//!        [--singles 500] [--gets 500] [--out FILE]
+//!        [--singles 500] [--gets 500] [--out FILE] [--bootstrap-s 3600]
+//!        [--only bootstrap [--bootstrap-bins OLD,NEW]]
+//!
+//! `--bootstrap-s`: how long each new region may take to bootstrap (default an hour; progress
+//! is printed every 10 s). `--only bootstrap`: see `bootstrap.rs`.
 //! WORKDIR must not exist or be empty; it is left in place (the script removes it).
 
+mod bootstrap;
 mod data;
 mod http;
 mod inproc;
@@ -87,6 +92,13 @@ pub(crate) struct Args {
     pub(crate) out: Option<PathBuf>,
     /// `users`: stop after building (and measuring) the users (for profiling the build).
     pub(crate) stop_after: Option<String>,
+    /// `bootstrap`: only the snapshot bootstrap (see `bootstrap.rs`).
+    pub(crate) only: Option<String>,
+    /// With `--only bootstrap`: the binaries the new regions run, one region each (at most
+    /// two: us, ap), e.g. an old and a new build compared on the same data.
+    pub(crate) bootstrap_bins: Vec<PathBuf>,
+    /// How long a new region may take to bootstrap before the run stops: s.
+    pub(crate) bootstrap_s: u64,
 }
 
 pub(crate) fn args() -> anyhow::Result<Args> {
@@ -108,6 +120,9 @@ pub(crate) fn args() -> anyhow::Result<Args> {
         gets: 500,
         out: None,
         stop_after: None,
+        only: None,
+        bootstrap_bins: Vec::new(),
+        bootstrap_s: 3600,
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -124,6 +139,21 @@ pub(crate) fn args() -> anyhow::Result<Args> {
             "--gets" => a.gets = value.parse()?,
             "--out" => a.out = Some(PathBuf::from(value)),
             "--stop-after" => a.stop_after = Some(value),
+            "--only" => {
+                anyhow::ensure!(value == "bootstrap", "--only: only `bootstrap` is known");
+                a.only = Some(value)
+            }
+            "--bootstrap-bins" => {
+                a.bootstrap_bins = value.split(',').map(PathBuf::from).collect();
+                anyhow::ensure!(
+                    (1..=2).contains(&a.bootstrap_bins.len()),
+                    "--bootstrap-bins: one or two comma-separated binaries"
+                );
+            }
+            "--bootstrap-s" => {
+                a.bootstrap_s = value.parse().context("--bootstrap-s: seconds")?;
+                anyhow::ensure!(a.bootstrap_s >= 1, "--bootstrap-s: at least 1");
+            }
             other => anyhow::bail!("unknown option {other}"),
         }
     }
@@ -176,7 +206,13 @@ async fn main() -> anyhow::Result<()> {
     // still written, with the reason the run stopped.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
-        r = run(&a, &mut report) => r,
+        r = async {
+            if a.only.is_some() {
+                bootstrap::run_only(&a, &mut report).await
+            } else {
+                run(&a, &mut report).await
+            }
+        } => r,
         _ = term.recv() => Err(anyhow::anyhow!("stopped by SIGTERM")),
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("stopped by Ctrl-C")),
     };
@@ -525,21 +561,8 @@ async fn run(a: &Args, report: &mut Report) -> anyhow::Result<()> {
             data_dir: work.join(name),
             extra: repl(i, ""),
         };
-        let started = Instant::now();
-        let r = Region::start(&a.bin, &work, spec, &http.client, wait).await?;
-        let snapshot = loop {
-            let h = http.health(&r.url()).await;
-            let got = h["replication"]["hwm"]["eu"].as_u64().unwrap_or(0);
-            if got >= eu_mark && h["replication"]["snapshots"]["received"].as_u64() >= Some(1) {
-                break h["replication"]["snapshots"]["last_received"].clone();
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(1800),
-                "{name} did not bootstrap within 30 min"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let took = started.elapsed().as_secs_f64();
+        let (r, took, snapshot) =
+            bootstrap::bootstrap_one(&http, &a.bin, &work, spec, eu_mark, a).await?;
         let (rss, _) = r.rss_kb();
         report.scale.set(
             &format!("new empty region {name}: process start → snapshot applied and eu's mark reached: s"),

@@ -34,6 +34,9 @@ pub struct SnapshotStats {
     pub last_received: Option<(u64, u64, u64)>,
     /// The last completed snapshot sent: items, bytes, milliseconds.
     pub last_sent: Option<(u64, u64, u64)>,
+    /// The snapshot being received: chunks, items and bytes applied so far (progress of a
+    /// bootstrap, which may take minutes).
+    pub receiving: Option<(u64, u64, u64)>,
 }
 
 impl SnapshotStats {
@@ -44,6 +47,9 @@ impl SnapshotStats {
         json!({
             "sent": self.sent, "received": self.received, "abandoned": self.abandoned,
             "last_received": last(&self.last_received), "last_sent": last(&self.last_sent),
+            "receiving": self.receiving.map(|(chunks, items, bytes)| {
+                json!({"chunks": chunks, "items": items, "bytes": bytes})
+            }),
         })
     }
 }
@@ -203,6 +209,8 @@ pub fn receive(
                             }
                             session = Some(state);
                             applied = n;
+                            stats.lock().unwrap_or_else(|p| p.into_inner()).receiving =
+                                Some((applied, items, bytes));
                             let _ = out.send(MessageV1::SnapshotAck { id, n }.into());
                         }
                         Ok((Err(e), _)) => {
@@ -221,6 +229,7 @@ pub fn receive(
                         let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
                         s.received += 1;
                         s.last_received = Some((items, bytes, ms));
+                        s.receiving = None;
                         drop(s);
                         done(true);
                         return;
@@ -231,7 +240,11 @@ pub fn receive(
             }
         }
         tracing::warn!(peer = %peer, applied, "snapshot incomplete; it will be asked for again");
-        stats.lock().unwrap_or_else(|p| p.into_inner()).abandoned += 1;
+        {
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.abandoned += 1;
+            s.receiving = None;
+        }
         done(false);
     });
     Incoming { id, queue }

@@ -431,6 +431,134 @@ fn a_snapshot_drops_a_stale_add_it_covers_even_when_the_receiver_is_ahead_elsewh
     );
 }
 
+/// Every user's and group's view, the counts and each live group's listed members.
+fn state(store: &Store, users: &[String], groups: &[String]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for id in users {
+        out.push(json!(store
+            .get("t", ResourceKind::User, id)
+            .unwrap()
+            .map(|s| s.view)));
+    }
+    for g in groups {
+        let view = store
+            .get("t", ResourceKind::Group, g)
+            .unwrap()
+            .map(|s| s.view);
+        // A deleted group's members are not compared: its records go by collection.
+        if view.is_some() {
+            out.push(json!(listed(store, g)));
+            out.push(json!(store.member_total("t", g).unwrap()));
+        }
+        out.push(json!(view));
+    }
+    out.push(json!(store.count("t", ResourceKind::User).unwrap()));
+    out.push(json!(store.count("t", ResourceKind::Group).unwrap()));
+    out
+}
+
+#[test]
+fn a_snapshot_into_an_empty_region_and_into_one_holding_part_of_the_state_ends_the_same() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, empty, partial) = (
+        open(dirs[0].path(), "a"),
+        open(dirs[1].path(), "b"),
+        open(dirs[2].path(), "c"),
+    );
+    // Enough documents per chunk that the fast path spreads over threads.
+    let mut users: Vec<String> = (0..300).map(|i| user(&a, &format!("u{i}"))).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let g = group(&a, "G", &refs[..100]);
+    let gone = group(&a, "gone", &refs[100..110]);
+    // The partial region holds this much, and writes a user of its own.
+    sync_all(&a, &partial);
+    users.push(user(&partial, "from-c"));
+    sync_all(&partial, &a);
+    // Then a moves on: changed, new and deleted documents, and memberships.
+    for id in &users[..50] {
+        super::tests::set(&a, id, "title", json!("changed"), false);
+    }
+    users.extend((300..400).map(|i| user(&a, &format!("v{i}"))));
+    change(&a, &g, &users[0..10], false);
+    change(&a, &g, &users[300..320], true);
+    a.delete("t", ResourceKind::User, &users[299], None)
+        .unwrap();
+    a.delete("t", ResourceKind::Group, &gone, None).unwrap();
+    a.truncate_log(
+        &a.log_hwm()
+            .iter()
+            .map(|(o, m)| (o.clone(), m + 1))
+            .collect(),
+    )
+    .unwrap();
+    let groups = [g.clone(), gone.clone()];
+    transfer(&a, &empty, 1 << 20);
+    transfer(&a, &partial, 1 << 20);
+    let want = state(&a, &users, &groups);
+    let same = |got: Vec<Value>, what: &str| {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{what}: item {i}");
+        }
+    };
+    same(
+        state(&empty, &users, &groups),
+        "the empty region (fast path)",
+    );
+    same(
+        state(&partial, &users, &groups),
+        "the partial region (merged)",
+    );
+    assert_eq!(want[299], json!(null), "the deleted user is gone");
+    let digest = |s: &Store| s.digest().map(|(_, d)| d);
+    assert_eq!(digest(&empty), digest(&a));
+    assert_eq!(digest(&partial), digest(&a));
+    // A restarted bootstrap applies the same chunks again: nothing changes.
+    transfer(&a, &empty, 1 << 20);
+    same(state(&empty, &users, &groups), "the empty region, again");
+    assert_eq!(digest(&empty), digest(&a));
+    // Replication goes on from the snapshot, into both.
+    super::tests::set(&a, &users[5], "title", json!("after"), false);
+    sync_all(&a, &empty);
+    sync_all(&a, &partial);
+    assert_eq!(state(&empty, &users, &groups), state(&a, &users, &groups));
+    assert_eq!(digest(&partial), digest(&a));
+}
+
+#[test]
+fn a_snapshot_document_that_does_not_load_is_skipped_and_counted() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(da.path(), "a"), open(db.path(), "b"));
+    let u = user(&a, "good");
+    let mut chunks = Vec::new();
+    a.snapshot(
+        1 << 20,
+        |_| true,
+        |items| {
+            chunks.push(items);
+            true
+        },
+    )
+    .unwrap();
+    let bad = keys::resource(
+        "t",
+        ResourceKind::User,
+        &crate::ids::user_id_candidate("t", "bad", 0),
+    );
+    chunks[0].push((
+        super::snapshot::ITEM_DOC,
+        bad,
+        b"not an automerge document".to_vec(),
+    ));
+    let mut session = b.begin_snapshot(a.log_hwm());
+    let (merged, skipped) = b.apply_snapshot(&mut session, &chunks[0]).unwrap();
+    assert_eq!((merged, skipped), (1, 1));
+    b.finish_snapshot(session).unwrap();
+    assert!(b.get("t", ResourceKind::User, &u).unwrap().is_some());
+    assert_eq!(b.count("t", ResourceKind::User).unwrap(), 1);
+    assert_eq!(a.digest().map(|(_, d)| d), b.digest().map(|(_, d)| d));
+}
+
 #[test]
 fn a_document_larger_than_a_chunk_travels_in_parts() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -20,6 +20,11 @@
 //!   add of the receiver's own (a restored backup) whose write the marks cover is dropped; a
 //!   newer one (a dot above the marks) stays. The receiver walks its own records in key order
 //!   alongside the snapshot's (which come sorted) to find the ones the snapshot lacks.
+//! - **Bootstrap speed.** A document the receiver lacks is stored as received, its heads, view
+//!   and recorded conflicts derived from the bytes on every core ([`prepare_all`]); merging it
+//!   into an empty document and saving it again cost about twice as much. Each chunk is one
+//!   synced batch, and the marks rise only in [`Store::finish_snapshot`], so a crash mid-way
+//!   leaves the region below the peer's floor (it asks again) and never claims to be caught up.
 //! - **Large items.** A document larger than a chunk travels in parts (`ITEM_DOC_PART`), each
 //!   in a chunk of its own, reassembled by the receiver.
 
@@ -216,6 +221,15 @@ impl Store {
     }
 
     /// Merge a chunk's documents, in one batch: (merged, skipped).
+    ///
+    /// A document this region does not hold at all (the whole chunk, for a new empty region)
+    /// takes the fast path: the received bytes are stored as they came (they are the sender's
+    /// saved document; saving again would only re-encode them), and what is derived from them
+    /// (heads, view, recorded conflicts) is computed on every core at once ([`prepare`]).
+    /// It does not look for conflicts to record: every region that merged the concurrent
+    /// changes has looked already, and the next merge of the document here looks again.
+    /// A document already stored with exactly the received bytes is left alone (a restarted
+    /// bootstrap applies its first chunks again). Every other document is merged.
     fn snapshot_docs(
         &self,
         docs: &[(Vec<u8>, Vec<u8>)],
@@ -225,18 +239,53 @@ impl Store {
             return Ok((0, 0));
         }
         let _all = self.lock_all();
+        // What this region holds of each: absent (fast path), the same bytes, or other.
+        let mut held = Vec::with_capacity(docs.len());
+        for (key, value) in docs {
+            held.push(match self.db.get_pinned_cf(self.cf(CF_DOCS), key)? {
+                None => Held::Absent,
+                Some(b) if b.as_ref() == value.as_slice() => Held::Same,
+                Some(_) => Held::Other,
+            });
+        }
+        let fresh = prepare_all(docs, &held);
         let mut batch = WriteBatch::default();
         let mut merge = Merge::default();
         let mut loaded = Vec::new();
         let mut collected = Vec::new();
         let mut dropped_groups = Vec::new();
         let (mut merged, mut skipped) = (0usize, 0usize);
+        // The fast path's digest terms, merged into `meta` once for the chunk.
+        let mut fresh_delta = [0u8; 32];
         let staged: Result<(), StoreError> = (|| {
-            for (key, value) in docs {
+            for (((key, value), held), fresh) in docs.iter().zip(&held).zip(fresh) {
                 let Some((tenant, rkind, id)) = split_resource_key(key) else {
                     skipped += 1;
                     continue;
                 };
+                match held {
+                    Held::Same => continue,
+                    Held::Absent if value.as_slice() != COLLECTED => {
+                        match fresh {
+                            Some(Ok(f)) => {
+                                xor_into(&mut fresh_delta, &f.term);
+                                self.stage_fresh(
+                                    &mut batch,
+                                    &mut merge,
+                                    (key, value),
+                                    (tenant, rkind, id),
+                                    f,
+                                    marks,
+                                )?;
+                                merged += 1;
+                            }
+                            Some(Err(PrepareError::Unreadable)) | None => skipped += 1,
+                            Some(Err(PrepareError::Doc(e))) => return Err(e.into()),
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
                 if self.is_collected(key)? {
                     continue;
                 }
@@ -287,6 +336,9 @@ impl Store {
             self.write_fillers(&merge.local);
             return Err(e);
         }
+        if fresh_delta != [0; 32] {
+            batch.merge_cf(self.cf(CF_META), DIGEST_KEY, fresh_delta);
+        }
         self.commit(batch, &merge.local, None, merge.delta)?;
         self.count_indexed(&merge.indexed);
         for (key, doc) in loaded {
@@ -304,6 +356,40 @@ impl Store {
         }
         self.settle_user_names(&merge.users)?;
         Ok((merged, skipped))
+    }
+
+    /// Stage a document this region did not hold (see [`Store::snapshot_docs`]): its bytes as
+    /// received, its recorded conflicts, its tombstone, its view (the caller merges its
+    /// heads-digest term into `meta`, once per chunk).
+    fn stage_fresh(
+        &self,
+        batch: &mut WriteBatch,
+        merge: &mut Merge,
+        (key, bytes): (&[u8], &[u8]),
+        (tenant, kind, id): (&str, ResourceKind, &str),
+        fresh: Fresh,
+        marks: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        for record in &fresh.recorded {
+            if self.stage_record(batch, record)? {
+                merge.indexed.push(record.clone());
+            }
+        }
+        if kind == ResourceKind::User {
+            if let Some(name) = fresh.view.as_ref().and_then(|v| v["userName"].as_str()) {
+                merge.users.push((tenant.to_string(), name.to_string()));
+            }
+        }
+        batch.put_cf(self.cf(CF_DOCS), key, bytes);
+        xor_into(&mut merge.delta, &fresh.term);
+        if kind == ResourceKind::Group && fresh.deleted && !self.group_deleted(merge, tenant, id)? {
+            self.stage_group_deleted(batch, merge, tenant, id)?;
+        }
+        self.stage_view(batch, merge, tenant, kind, id, None, fresh.view.as_ref())?;
+        if fresh.deleted {
+            self.stage_tomb(batch, key, tenant, id, marks)?;
+        }
+        Ok(())
     }
 
     /// Merge a chunk's membership records (sorted by key) and conflict records. Every record
@@ -516,4 +602,99 @@ fn split_resource_key(key: &[u8]) -> Option<(&str, ResourceKind, &str)> {
         _ => return None,
     };
     Some((tenant, kind, id))
+}
+
+/// What this region holds of a snapshot's document.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Nothing: the fast path.
+    Absent,
+    /// Exactly the received bytes: nothing to do.
+    Same,
+    /// Something else (another state, or a collected tombstone): merged.
+    Other,
+}
+
+/// What a document new to this region brings, derived from its bytes alone.
+struct Fresh {
+    /// Its heads-digest term (the delta from nothing).
+    term: [u8; 32],
+    /// A tombstone?
+    deleted: bool,
+    /// Its materialised view (none for a tombstone, or a document without a header).
+    view: Option<Value>,
+    /// The conflict records it carries.
+    recorded: Vec<Conflict>,
+}
+
+/// Why a received document could not be prepared.
+enum PrepareError {
+    /// Automerge cannot load it: skipped and counted, as any item this version cannot read.
+    Unreadable,
+    /// It loads, but reading it failed.
+    Doc(DocError),
+}
+
+/// Load a document's bytes and derive what storing it needs (pure: no store, no I/O).
+fn prepare(key: &[u8], kind: ResourceKind, bytes: &[u8]) -> Result<Fresh, PrepareError> {
+    let mut doc = AutoCommit::load(bytes).map_err(|_| PrepareError::Unreadable)?;
+    let term = heads_term(key, &mut doc);
+    let deleted = doc::is_deleted(&doc);
+    let live = doc::kind_of(&doc).is_ok();
+    let view = if deleted || !live {
+        None
+    } else {
+        Some(doc::materialize(&mut doc, kind).map_err(PrepareError::Doc)?)
+    };
+    let recorded = if live {
+        conflict::recorded(&doc).map_err(|e| PrepareError::Doc(DocError::from(e)))?
+    } else {
+        Vec::new()
+    };
+    Ok(Fresh {
+        term,
+        deleted,
+        view,
+        recorded,
+    })
+}
+
+/// A chunk with fewer documents to prepare than this stays on one thread.
+const PARALLEL_FROM: usize = 64;
+
+/// [`prepare`] every absent document of a chunk (`None` for the others), spread over the
+/// machine's cores: loading and materialising is most of a bootstrap's work.
+fn prepare_all(
+    docs: &[(Vec<u8>, Vec<u8>)],
+    held: &[Held],
+) -> Vec<Option<Result<Fresh, PrepareError>>> {
+    let one = |(key, value): &(Vec<u8>, Vec<u8>), held: &Held| {
+        if *held != Held::Absent || value.as_slice() == COLLECTED {
+            return None;
+        }
+        let (_, kind, _) = split_resource_key(key)?;
+        Some(prepare(key, kind, value))
+    };
+    let absent = held.iter().filter(|h| **h == Held::Absent).count();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(absent / PARALLEL_FROM)
+        .max(1);
+    if threads == 1 {
+        return docs.iter().zip(held).map(|(d, h)| one(d, h)).collect();
+    }
+    let per = docs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = docs
+            .chunks(per)
+            .zip(held.chunks(per))
+            .map(|(d, h)| {
+                scope.spawn(move || d.iter().zip(h).map(|(d, h)| one(d, h)).collect::<Vec<_>>())
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
