@@ -412,20 +412,7 @@ pub(crate) mod tests {
         );
     }
 
-    /// A region's state for tests, with the cluster's certificates made in `dir/certs` (a
-    /// region never makes its own CA; `geoscim certs` keeps what exists).
     pub fn state(dir: &Path, name: &str) -> RegionState {
-        let out = std::process::Command::new(geoscim_bin())
-            .args(["certs", "--out"])
-            .arg(dir.join("certs"))
-            .args(["--regions", &format!("eu,us,{name}")])
-            .output()
-            .expect("run geoscim certs");
-        assert!(
-            out.status.success(),
-            "geoscim certs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let member = |n: &str, i: u8| MemberValue {
             name: Value::Value(n.into()),
             http: Value::Value(format!("127.0.9.{i}:18080")),
@@ -512,7 +499,21 @@ pub(crate) mod tests {
     }
 
     /// A one-region cluster on `127.0.9.<i>` in `dir`, ready to create.
+    ///
+    /// Its certificates are made in `dir/certs` (a region never makes its own CA; `geoscim
+    /// certs` keeps what exists), here and not in [`state`], which plan-only tests use too.
     pub fn single(dir: &Path, i: u8) -> RegionState {
+        let out = std::process::Command::new(geoscim_bin())
+            .args(["certs", "--out"])
+            .arg(dir.join("certs"))
+            .args(["--regions", "solo"])
+            .output()
+            .expect("run geoscim certs");
+        assert!(
+            out.status.success(),
+            "geoscim certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut st = state(dir, "solo");
         st.cluster = Value::Value(vec![MemberValue {
             name: Value::Value("solo".into()),
