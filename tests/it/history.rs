@@ -109,7 +109,7 @@ async fn a_new_empty_region_bootstraps_from_a_snapshot_after_the_peers_truncated
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_region_restored_from_an_old_backup_refuses_writes_until_it_has_its_own_changes_back() {
+async fn a_region_restored_from_an_old_backup_numbers_new_writes_after_its_own_changes() {
     let cluster = Cluster::new(&["oa", "ob"]);
     let (mut a, b) = (cluster.start("oa"), cluster.start("ob"));
     a.wait_healthy().await;
@@ -140,9 +140,13 @@ async fn a_region_restored_from_an_old_backup_refuses_writes_until_it_has_its_ow
     std::fs::create_dir_all(&a.dir).unwrap();
     copy_dir(backup.path(), &a.dir);
     let a = a.restart();
-    // Its first write is refused: it must not reuse sequence numbers ob already holds.
-    let (s, v) = a
-        .req(
+    // A write must not reuse sequence numbers ob already holds. Writes wait out the start
+    // hold, then are refused while oa recovers its own log; on loopback recovery takes
+    // milliseconds, so a write that waited may find it already over and be numbered after
+    // the recovered changes. Either answer is right; a reused number is what is wrong, and
+    // ob's count below catches it. (`api::tests` checks the refusing 503 and /health.)
+    let post = || async {
+        a.req(
             Method::POST,
             "/Users",
             Some(
@@ -150,36 +154,24 @@ async fn a_region_restored_from_an_old_backup_refuses_writes_until_it_has_its_ow
                         "userName": "restored@example.com"}),
             ),
         )
+        .await
+    };
+    let (s, v) = post().await;
+    if s != StatusCode::CREATED {
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("recovering its own log"),
+            "{v}"
+        );
+        // It gets its changes back, then takes writes again, numbered after them.
+        eventually(30, "oa takes writes again", || async {
+            (post().await.0 == StatusCode::CREATED).then_some(())
+        })
         .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(
-        v["detail"]
-            .as_str()
-            .unwrap()
-            .contains("recovering its own log"),
-        "{v}"
-    );
-    // /health says so while it lasts (recovery on loopback takes milliseconds, so this may
-    // already be over; `api::tests` checks the refusing /health itself).
-    let h = health(&a).await;
-    if h["replication"]["writes_refused"].is_string() {
-        assert_eq!(h["status"], "unavailable", "{h}");
     }
-    // It gets its changes back, then takes writes again, numbered after them.
-    eventually(30, "oa takes writes again", || async {
-        let (s, _) = a
-            .req(
-                Method::POST,
-                "/Users",
-                Some(
-                    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                            "userName": "restored@example.com"}),
-                ),
-            )
-            .await;
-        (s == StatusCode::CREATED).then_some(())
-    })
-    .await;
     assert_eq!(total(&a, "/Users?count=0").await, 11);
     eventually(
         30,
