@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 
 mod dashboard;
 mod dns;
+mod events;
 mod oauth;
 mod tls;
 pub use dashboard::{DashboardConfig, DashboardRegion};
 pub use dns::{is_dns_name, DnsConfig, DnsNetwork, DnsRegion, DnsTenant};
+pub use events::{Delivery, EventsConfig, TenantEventsConfig};
 pub use oauth::{
     decode_public_key, is_valid_client_id, is_valid_kid, ClientConfig, OAuthConfig,
     PublicKeyConfig, SigningKeyConfig, MAX_SECRETS_PER_CLIENT,
@@ -97,6 +99,10 @@ pub struct Config {
     /// accepts; absent: static bearer tokens only.
     #[serde(default)]
     pub oauth: Option<OAuthConfig>,
+    /// Limits of the SCIM event feeds (RFC 9967 SETs) that tenants turn on with
+    /// `[tenants.<name>.events]`.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 /// `[tenants.<name>]`: how one tenant's creates and renames treat names already taken.
@@ -114,6 +120,9 @@ pub struct TenantConfig {
     /// attribute that gates access downstream, e.g. `userType = "Terminated"`).
     #[serde(default)]
     pub sticky: Vec<StickyConfig>,
+    /// The tenant's SCIM event feed (RFC 9967 SETs); absent: no events are kept.
+    #[serde(default)]
+    pub events: Option<TenantEventsConfig>,
 }
 
 /// One sticky attribute of a tenant (`[[tenants.<name>.sticky]]`).
@@ -573,6 +582,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tenants",
     "dashboard",
     "oauth",
+    "events",
 ];
 
 impl Config {
@@ -814,6 +824,20 @@ impl Config {
             if let Err(rule) = check_sticky(&tenant.sticky) {
                 return invalid("tenants.<name>.sticky", &format!("tenant {name:?}: {rule}"));
             }
+            if let Some(events) = &tenant.events {
+                if let Err(rule) = events.check() {
+                    return invalid("tenants.<name>.events", &format!("tenant {name:?}: {rule}"));
+                }
+                if self.oauth.is_none() {
+                    return invalid(
+                        "tenants.<name>.events",
+                        &format!(
+                            "tenant {name:?}: events are signed with the region's OAuth \
+                             signing key: configure [oauth] (see README, \"SCIM events\")"
+                        ),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -854,6 +878,7 @@ impl Config {
                 1_000_000,
             ),
         ];
+        ranges.extend(self.events.ranges());
         // Keys where 0 turns the feature off.
         let mut off_or: Vec<(&'static str, u64, u64, u64)> = Vec::new();
         if let Some(r) = &self.replication {

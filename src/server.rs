@@ -36,6 +36,8 @@ pub enum ServerError {
     Config(String),
     #[error("{0}")]
     OAuth(#[from] crate::oauth::SetupError),
+    #[error("{0}")]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 /// Open the store and build the API state. On first start with no token configured (none in
@@ -78,6 +80,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     }
     let mut state = AppState::new(Arc::new(store), config, tokens);
     state.oauth = oauth;
+    let tasks = crate::delivery::prepare(&state)?;
+    state.delivery = std::sync::Mutex::new(tasks);
     let state = Arc::new(state);
     Ok(Prepared { state, new_token })
 }
@@ -117,6 +121,9 @@ pub async fn serve(
     let app = api::app(state.clone());
     // The dashboard's chart samples, for as long as the region serves.
     let sampler = tokio::spawn(crate::dashboard::samples::run(state.clone()));
+    // The event feeds' pushers and bounds.
+    let tasks = std::mem::take(&mut *state.delivery.lock().unwrap_or_else(|p| p.into_inner()));
+    let delivery = crate::delivery::spawn(state.clone(), tasks);
     let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -190,6 +197,9 @@ pub async fn serve(
     drop(listener);
     drop(tls);
     sampler.abort();
+    for task in delivery {
+        task.abort();
+    }
     let grace = std::time::Duration::from_millis(http.request_timeout_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -234,6 +244,11 @@ fn tenant_policies(config: &Config) -> Result<BTreeMap<String, TenantPolicy>, Se
                 idempotent_create: t.idempotent_create,
                 unique_group_names: t.unique_group_names,
                 sticky,
+                events: match t.events.as_ref().map(|e| e.delivery) {
+                    None => crate::store::FeedScope::None,
+                    Some(crate::config::Delivery::Poll) => crate::store::FeedScope::All,
+                    Some(crate::config::Delivery::Push) => crate::store::FeedScope::Own,
+                },
             };
             Ok((name.clone(), policy))
         })

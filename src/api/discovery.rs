@@ -32,6 +32,14 @@ pub async fn service_provider_config(
             schemes.push(super::oauth::authentication_scheme(&base));
         }
     }
+    // RFC 9967 §4: the events this server issues, when some tenant keeps a feed. Events are
+    // delivered by poll or push; no request is answered asynchronously.
+    if state.config.tenants.values().any(|t| t.events.is_some()) {
+        body["securityEvents"] = serde_json::json!({
+            "asyncRequest": "none",
+            "eventUris": crate::events::set::EVENT_URIS,
+        });
+    }
     scim_response(StatusCode::OK, &body)
 }
 

@@ -95,6 +95,74 @@ pub struct Metrics {
     pub oauth_access_tokens_refused: Family<ReasonLabels, Counter>,
     /// The HTTPS listener's reloads and failed handshakes.
     pub tls: crate::tls::TlsMetrics,
+    /// SCIM event feeds: SETs delivered, acknowledged, refused, dropped; failed pushes.
+    pub events: EventMetrics,
+}
+
+/// Labels of an event counter: the tenant (configured tenants only, so the set is small).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+/// Labels of delivered SETs: the tenant and how (`poll` or `push`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub tenant: String,
+    pub via: String,
+}
+
+/// The event feeds' counters (see `crate::events`).
+#[derive(Clone, Default)]
+pub struct EventMetrics {
+    pub delivered: Family<DeliveryLabels, Counter>,
+    pub acknowledged: Family<TenantLabels, Counter>,
+    pub refused: Family<TenantLabels, Counter>,
+    pub dropped: Family<TenantLabels, Counter>,
+    pub push_failures: Family<TenantLabels, Counter>,
+    pub pending: Family<TenantLabels, Gauge>,
+}
+
+impl EventMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "events_delivered",
+            "SETs sent to a receiver, by tenant and how (poll, push); resends included",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "events_acknowledged",
+            "SETs a receiver acknowledged (poll ack, push 202)",
+            self.acknowledged.clone(),
+        );
+        registry.register(
+            "events_refused",
+            "SETs a receiver refused (poll setErrs, push 400): removed, not resent",
+            self.refused.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "SETs dropped unacknowledged because the feed held events.max_pending",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "events_push_failures",
+            "Pushes that failed (timeout, connection, 5xx, 401/403) and are retried",
+            self.push_failures.clone(),
+        );
+        registry.register(
+            "events_pending",
+            "SETs in the tenant's feed not yet acknowledged",
+            self.pending.clone(),
+        );
+    }
+
+    /// The labels of `tenant`.
+    pub fn tenant(tenant: &str) -> TenantLabels {
+        TenantLabels {
+            tenant: tenant.to_string(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -201,8 +269,11 @@ impl Default for Metrics {
         );
         let tls = crate::tls::TlsMetrics::default();
         tls.register(&mut registry);
+        let events = EventMetrics::default();
+        events.register(&mut registry);
         Metrics {
             tls,
+            events,
             totals: RequestTotals::default(),
             registry,
             connections,

@@ -10,6 +10,7 @@ mod admin;
 mod admin_live;
 mod bulk;
 mod discovery;
+pub mod events;
 mod list;
 pub mod metrics;
 pub mod oauth;
@@ -67,6 +68,9 @@ pub struct AppState {
     /// OAuth client credentials and the JWT access tokens the SCIM API accepts, when the
     /// config has `[oauth]` (set by `server::prepare`, which reads the signing key).
     pub oauth: Option<crate::oauth::OAuth>,
+    /// The event feeds' delivery tasks, made by `server::prepare` (which reads their files)
+    /// and started by `server::serve`.
+    pub delivery: std::sync::Mutex<Vec<crate::delivery::Task>>,
 }
 
 impl AppState {
@@ -97,6 +101,7 @@ impl AppState {
             dashboard,
             cursor_key,
             oauth: None,
+            delivery: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -163,6 +168,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(resources::search_all).fallback(not_allowed),
         )
         .route("/Bulk", post(bulk::bulk).fallback(not_allowed))
+        .route("/Events", post(events::poll_events).fallback(not_allowed))
         .route(
             "/ServiceProviderConfig",
             get(discovery::service_provider_config).fallback(not_allowed),

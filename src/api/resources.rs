@@ -631,7 +631,7 @@ pub(super) async fn replace(
     // Whether the answer waits for the offboarding quorum: the tenant's sticky set decides.
     let sticky = state.store.policy(&tenant).sticky;
     let (rendered, attributes, excluded) = blocking(&state, move |store| {
-        let stored = store.update(&tenant, kind, &id, if_match.as_deref(), &|old| {
+        let stored = store.replace(&tenant, kind, &id, if_match.as_deref(), &|old| {
             let replaced = resource::replace(kind, &as_resource(kind, old), &incoming)?;
             Ok((stored_attrs(replaced), reassert.clone()))
         })?;

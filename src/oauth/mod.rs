@@ -164,6 +164,16 @@ impl OAuth {
     pub fn clients(&self) -> &Clients {
         &self.clients
     }
+
+    /// This region's signer (access tokens, and the SETs of `crate::events`).
+    pub fn signer(&self) -> &tokens::Signer {
+        &self.signer
+    }
+
+    /// The issuer every region's tokens name.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
 }
 
 /// Does a bearer token look like a JWT (three base64url parts)? Static tokens never do.

@@ -157,8 +157,17 @@ impl Signer {
 
     /// The compact JWT of these claims.
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign_typed(ACCESS_TOKEN_TYPE, claims)
+    }
+
+    /// The compact JWT of any claims, with header `typ` (a SET is `secevent+jwt`).
+    pub fn sign_typed(
+        &self,
+        typ: &str,
+        claims: &impl Serialize,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(ALGORITHM);
-        header.typ = Some(ACCESS_TOKEN_TYPE.to_string());
+        header.typ = Some(typ.to_string());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)
     }

@@ -7,8 +7,11 @@
 //! v2 := 2:u8 u16 tenant_len, tenant, kind:u8, u16 id_len, id, varint change_len, change,
 //!       varint at_millis, marks, varint n, n × membership write, varint r,
 //!       r × (varint len, record JSON)
+//! v3 := 3:u8, the fields of v2, intent
 //! ```
-//! v1 is written when there is nothing but a document change (most writes), v2 otherwise. A
+//! v3 is written for the last entry of a write an API request made (it carries the write's
+//! [`Intent`], which events are made of: see [`crate::events`]); v1 when there is nothing but
+//! a document change and no intent (bookkeeping), v2 otherwise. A
 //! membership write ([`Write`]) carries the member id, add or remove, the member's shown
 //! attributes and what the record's context held beyond `marks`; its dot is the entry's
 //! (origin, sequence), its time `at_millis`, and its context the writer's `marks` (everything
@@ -20,6 +23,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
 
 use super::{keys, StoreError};
 use crate::conflict::membership::{put_marks, put_varint, take_marks, take_varint, Write};
+use crate::events::Intent;
 use crate::scim::schema::ResourceKind;
 
 /// One replication log entry.
@@ -41,6 +45,8 @@ pub struct LogEntry {
     pub members: Vec<Write>,
     /// Conflict records (JSON) a region observed while merging memberships.
     pub records: Vec<Vec<u8>>,
+    /// What the write meant (on the last entry of a write an API request made).
+    pub intent: Option<Intent>,
 }
 
 /// The longest conflict record accepted in an entry.
@@ -53,7 +59,11 @@ impl LogEntry {
         let mut out = Vec::with_capacity(
             16 + self.tenant.len() + self.id.len() + self.change.len() + 64 * self.members.len(),
         );
-        out.push(if v2 { 2 } else { 1 });
+        out.push(match (&self.intent, v2) {
+            (Some(_), _) => 3,
+            (None, true) => 2,
+            (None, false) => 1,
+        });
         out.extend_from_slice(&(self.tenant.len() as u16).to_be_bytes());
         out.extend_from_slice(self.tenant.as_bytes());
         out.push(match self.kind {
@@ -62,7 +72,7 @@ impl LogEntry {
         });
         out.extend_from_slice(&(self.id.len() as u16).to_be_bytes());
         out.extend_from_slice(self.id.as_bytes());
-        if !v2 {
+        if !v2 && self.intent.is_none() {
             out.extend_from_slice(&self.change);
             return out;
         }
@@ -79,13 +89,16 @@ impl LogEntry {
             put_varint(&mut out, r.len() as u64);
             out.extend_from_slice(r);
         }
+        if let Some(intent) = &self.intent {
+            intent.encode_into(&mut out);
+        }
         out
     }
 
     /// Decode; `None` for bytes this version did not write.
     pub fn decode(bytes: &[u8]) -> Option<LogEntry> {
         let (&version, rest) = bytes.split_first()?;
-        if version != 1 && version != 2 {
+        if !(1..=3).contains(&version) {
             return None;
         }
         let (tenant, rest) = take_str(rest)?;
@@ -134,6 +147,11 @@ impl LogEntry {
             }
             entry.records.push(more[..len as usize].to_vec());
             rest = &more[len as usize..];
+        }
+        if version == 3 {
+            let (intent, more) = Intent::decode_from(rest)?;
+            entry.intent = Some(intent);
+            rest = more;
         }
         rest.is_empty().then_some(entry)
     }
@@ -199,9 +217,26 @@ mod tests {
         };
         let bytes = with_members.encode();
         assert_eq!(bytes[0], 2);
-        assert_eq!(LogEntry::decode(&bytes), Some(with_members));
+        assert_eq!(LogEntry::decode(&bytes), Some(with_members.clone()));
         for cut in 1..bytes.len() {
             assert_eq!(LogEntry::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        // v3: an intent, with or without memberships.
+        for base in [e.clone(), with_members] {
+            let with_intent = LogEntry {
+                intent: Some(Intent {
+                    op: Some(crate::events::Op::Patch),
+                    attributes: vec!["active".into()],
+                    access: Some(crate::events::Access::Deactivate),
+                }),
+                ..base
+            };
+            let bytes = with_intent.encode();
+            assert_eq!(bytes[0], 3);
+            assert_eq!(LogEntry::decode(&bytes), Some(with_intent));
+            for cut in 1..bytes.len() {
+                assert_eq!(LogEntry::decode(&bytes[..cut]), None, "cut at {cut}");
+            }
         }
     }
 }

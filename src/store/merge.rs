@@ -120,6 +120,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut merge = Merge::default();
         let mut loaded = Vec::new();
+        let mut quarantined: BTreeSet<u64> = BTreeSet::new();
         let mut tomb_marks = self.marks.hwm();
         if let Some((seq, _)) = fresh.last() {
             tomb_marks.insert(origin.to_string(), *seq);
@@ -157,6 +158,7 @@ impl Store {
                             );
                             self.stage_quarantine(&mut batch, origin, *seq, &fresh, &e.to_string());
                             report.quarantined += 1;
+                            quarantined.insert(*seq);
                             // A failed load may leave the document half-updated: start again
                             // from the stored one and the good changes of this batch.
                             doc = self.load_stored(&key)?;
@@ -226,6 +228,13 @@ impl Store {
                 }
             }
             self.stage_found(&mut batch, &mut merge)?;
+            // The events of the writes these entries carry (what their writer meant), but not
+            // of entries this region could not take.
+            for (seq, entry) in &decoded {
+                if !poisoned.contains(seq) && !quarantined.contains(seq) {
+                    self.stage_event(&mut batch, origin, *seq, entry)?;
+                }
+            }
             Ok(())
         })();
         if let Err(e) = staged {
@@ -291,7 +300,7 @@ impl Store {
                     records,
                     ..LogEntry::default()
                 },
-            );
+            )?;
         }
         Ok(())
     }
@@ -450,9 +459,13 @@ impl Store {
                 if doc::record_conflicts(doc, &found)? {
                     doc.commit_stamped(&self.stamp());
                     let change = doc.save_after(&heads);
-                    merge
-                        .local
-                        .push(self.stage_log(batch, tenant, kind, id, &change)?);
+                    merge.local.push(self.stage_log(
+                        batch,
+                        (tenant, kind, id),
+                        &change,
+                        None,
+                        0,
+                    )?);
                 }
             }
             for record in conflict::recorded(doc).map_err(DocError::from)? {
@@ -556,6 +569,8 @@ impl Store {
                         Ok((new, vec!["active".into(), "userName".into()]))
                     },
                     std::slice::from_ref(&record),
+                    // A deactivation a downstream app must hear of, though no IdP asked.
+                    Some(crate::events::Op::Patch),
                 );
                 match result {
                     Ok(_) | Err(StoreError::NotFound(_)) => {}

@@ -30,6 +30,7 @@
 mod conflicts;
 mod digest;
 pub mod doc;
+mod events;
 pub mod keys;
 #[cfg(test)]
 mod laws;
@@ -53,7 +54,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use automerge::{ActorId, AutoCommit};
@@ -71,6 +72,7 @@ use doc::{DocError, Stamp};
 
 pub use conflicts::FEED_CAPACITY;
 use digest::{deleted_term, heads_term, xor_into, xor_merge, DIGEST_KEY};
+pub use events::{Event, FeedScope};
 pub use log::LogEntry;
 pub use members::{combined_version, groups_digest, member_json, MemberHistory};
 pub use offboarding::Offboarding;
@@ -102,6 +104,7 @@ const ALL_CFS: &[&str] = &[
     CF_MEMBERS,
     CF_COUNTS,
     CF_HISTORY,
+    events::CF_EVENTS,
 ];
 
 /// Lock stripes: writes to one resource (or one userName) are serialised, others run in parallel.
@@ -173,6 +176,8 @@ pub struct TenantPolicy {
     /// Attributes besides `active` whose restrictive values win every concurrent write
     /// ([`crate::conflict::sticky`]).
     pub sticky: StickySet,
+    /// Which writes the tenant's event feed keeps at this region ([`events`]).
+    pub events: FeedScope,
 }
 
 impl Default for TenantPolicy {
@@ -181,6 +186,7 @@ impl Default for TenantPolicy {
             idempotent_create: false,
             unique_group_names: true,
             sticky: StickySet::default(),
+            events: FeedScope::None,
         }
     }
 }
@@ -410,6 +416,12 @@ pub struct Store {
     /// Own sequence numbers given up because writes were refused right after they were handed
     /// out (see [`Store::alloc_checked`]).
     abandoned: Mutex<Vec<u64>>,
+    /// The last event feed position handed out, whether a batch staged events since the last
+    /// announcement, the channel that announces them, and the lock of feed removals.
+    event_pos: AtomicU64,
+    events_staged: AtomicBool,
+    events_changed: tokio::sync::watch::Sender<u64>,
+    events_gc: Mutex<()>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -562,6 +574,7 @@ impl Store {
             }
         }
         let cache_size = NonZeroUsize::new(options.doc_cache_size.max(1)).expect("nonzero");
+        let event_pos = events::last_position(&db, options.tenants.keys().cloned())?;
         let store = Store {
             actor: ActorId::from(options.region.as_bytes()),
             region: options.region,
@@ -581,6 +594,10 @@ impl Store {
             write_gate: Default::default(),
             statistics: options.io_statistics.then_some(opts),
             abandoned: Mutex::new(Vec::new()),
+            event_pos: AtomicU64::new(event_pos),
+            events_staged: AtomicBool::new(false),
+            events_changed: tokio::sync::watch::Sender::new(0),
+            events_gc: Mutex::new(()),
             history_entries: options.history_entries,
             tenants: options.tenants,
             db,
@@ -822,23 +839,32 @@ impl Store {
     }
 
     /// Stage log entry `seq` of this region.
-    fn put_log(&self, batch: &mut WriteBatch, seq: u64, entry: &LogEntry) {
+    fn put_log(
+        &self,
+        batch: &mut WriteBatch,
+        seq: u64,
+        entry: &LogEntry,
+    ) -> Result<(), StoreError> {
         batch.put_cf(
             self.cf(CF_LOG),
             keys::log(&self.region, seq),
             entry.encode(),
         );
+        let region = self.region.clone();
+        self.stage_event(batch, &region, seq, entry)
     }
 
-    /// Stage this write's replication log entry (a document change only); returns its sequence
-    /// number, which must then go through [`Store::commit`].
+    /// Stage this write's replication log entry (a document change only, with what the write
+    /// meant when an API request made it, at `at` milliseconds); returns its sequence number,
+    /// which must then go through [`Store::commit`].
+    #[allow(clippy::too_many_arguments)]
     fn stage_log(
         &self,
         batch: &mut WriteBatch,
-        tenant: &str,
-        kind: ResourceKind,
-        id: &str,
+        (tenant, kind, id): (&str, ResourceKind, &str),
         change: &[u8],
+        intent: Option<crate::events::Intent>,
+        at: i64,
     ) -> Result<u64, StoreError> {
         let seq = self.alloc_checked()?;
         let entry = LogEntry {
@@ -846,9 +872,14 @@ impl Store {
             kind,
             id: id.into(),
             change: change.to_vec(),
+            at: if intent.is_some() { at } else { 0 },
+            intent,
             ..LogEntry::default()
         };
-        self.put_log(batch, seq, &entry);
+        if let Err(e) = self.put_log(batch, seq, &entry) {
+            self.write_fillers(&[seq]);
+            return Err(e);
+        }
         Ok(seq)
     }
 
@@ -963,6 +994,7 @@ impl Store {
                 if !local.is_empty() {
                     self.persist_own_mark();
                 }
+                self.announce_events();
                 if !local.is_empty() {
                     if let Some(notify) = self.on_commit.get() {
                         notify();

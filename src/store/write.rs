@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::events::{Intent, Op};
 use crate::scim::members::Touch;
 
 /// Membership writes one log entry carries at most: a request that changes more (a PUT or a
@@ -90,6 +91,11 @@ impl Store {
         }
     }
 
+    /// The write policy of `tenant`, by reference (`None`: the defaults).
+    pub(super) fn policy_ref(&self, tenant: &str) -> Option<&TenantPolicy> {
+        self.tenants.get(tenant)
+    }
+
     /// The write policy of `tenant`.
     pub fn policy(&self, tenant: &str) -> TenantPolicy {
         self.tenants.get(tenant).cloned().unwrap_or_default()
@@ -138,6 +144,15 @@ impl Store {
         )?;
         doc.put_modified_and_commit(&stamp);
         let view = doc::materialize(&mut doc, kind)?;
+        let sticky = &self.policy(tenant).sticky;
+        let intent = Intent::of(
+            Op::Create,
+            kind,
+            sticky,
+            None,
+            Some(&view),
+            !members.is_empty(),
+        );
         // A new document's only change is the whole document: store those bytes once (Automerge
         // loads a sequence of changes as well as a saved document).
         let change = doc.save_after(&[]);
@@ -160,15 +175,8 @@ impl Store {
             xor_into(&mut m.delta, &delta);
             self.stage_view(&mut batch, &mut m, tenant, kind, id, None, Some(&view))?;
             let head = (tenant, kind, id, Some(id));
-            self.stage_entries(
-                &mut batch,
-                &mut m,
-                head,
-                change.clone(),
-                &changes,
-                &seqs,
-                &stamp,
-            )
+            let entries = (change.clone(), Some(intent));
+            self.stage_entries(&mut batch, &mut m, head, entries, &changes, &seqs, &stamp)
         })();
         self.commit_staged(batch, &seqs, staged, m.delta)?;
         self.cache_put(key, doc);
@@ -197,23 +205,25 @@ impl Store {
 
     /// Stage a local write's log entries: the document `change` (in the first) and the
     /// membership `changes`, at most [`MAX_WRITES_PER_ENTRY`] per entry, one of `seqs` each
-    /// (from [`Store::alloc_entries`]). `head` is (tenant, kind, id, the group the changes are
-    /// of when it is the entry's resource).
+    /// (from [`Store::alloc_entries`]), and what the write meant (in the last, so a region that
+    /// applies the write has all of it when it makes the event). `head` is (tenant, kind, id,
+    /// the group the changes are of when it is the entry's resource).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn stage_entries(
         &self,
         batch: &mut WriteBatch,
         m: &mut Merge,
         (tenant, kind, id, group): (&str, ResourceKind, &str, Option<&str>),
-        change: Vec<u8>,
+        (change, intent): (Vec<u8>, Option<Intent>),
         changes: &[(String, String, Option<Option<String>>)],
         seqs: &[u64],
         stamp: &Stamp,
     ) -> Result<(), StoreError> {
         let context = self.marks.hwm();
         let mut change = Some(change);
+        let mut intent = intent;
         let mut chunks = changes.chunks(MAX_WRITES_PER_ENTRY);
-        for &seq in seqs {
+        for (i, &seq) in seqs.iter().enumerate() {
             let chunk = chunks.next().unwrap_or(&[]);
             let writes =
                 self.stage_member_changes(batch, m, tenant, group, chunk, seq, stamp, &context)?;
@@ -229,8 +239,13 @@ impl Store {
                     context: context.clone(),
                     members: writes,
                     records: Vec::new(),
+                    intent: if i + 1 == seqs.len() {
+                        intent.take()
+                    } else {
+                        None
+                    },
                 },
-            );
+            )?;
         }
         Ok(())
     }
@@ -246,10 +261,39 @@ impl Store {
         if_match: Option<&str>,
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
+        self.update_as(Op::Patch, tenant, kind, id, if_match, f)
+    }
+
+    /// [`Store::update`] for a PUT: the same write, told apart in its event.
+    pub fn replace(
+        &self,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+    ) -> Result<Stored, StoreError> {
+        self.update_as(Op::Put, tenant, kind, id, if_match, f)
+    }
+
+    fn update_as(
+        &self,
+        op: Op,
+        tenant: &str,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
+    ) -> Result<Stored, StoreError> {
         self.check_writable()?;
         match kind {
-            ResourceKind::User => self.update_recording(tenant, kind, id, if_match, f, &[]),
-            ResourceKind::Group => self.update_group(tenant, id, if_match, &Touch::All, f),
+            ResourceKind::User => {
+                self.update_recording(tenant, kind, id, if_match, f, &[], Some(op))
+            }
+            ResourceKind::Group => {
+                let none = BTreeSet::new();
+                self.update_group_as(op, tenant, id, if_match, &Touch::All, &none, f, None)
+            }
         }
     }
 
@@ -281,7 +325,7 @@ impl Store {
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
     ) -> Result<Stored, StoreError> {
         self.check_writable()?;
-        self.update_group_as(tenant, id, if_match, touch, named, f, None)
+        self.update_group_as(Op::Patch, tenant, id, if_match, touch, named, f, None)
     }
 
     /// [`Store::update_group_removing`] holding the lock of the name `held` (a rename to a
@@ -290,6 +334,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     fn update_group_as(
         &self,
+        op: Op,
         tenant: &str,
         id: &str,
         if_match: Option<&str>,
@@ -348,7 +393,7 @@ impl Store {
                 // every stripe (correct whatever it touches).
                 self.cache_put(key, doc);
                 drop(_guards);
-                return self.update_group_as(tenant, id, if_match, &Touch::All, named, f, held);
+                return self.update_group_as(op, tenant, id, if_match, &Touch::All, named, f, held);
             }
         }
         if let Some(attr) = self.unique_attr(tenant, kind) {
@@ -388,7 +433,8 @@ impl Store {
                         let _n = self.name_lock(tenant, kind, &new_norm);
                         let passes = held.map_or(1, |(_, p)| p + 1);
                         let held = Some((new_norm.as_str(), passes));
-                        return self.update_group_as(tenant, id, if_match, touch, named, f, held);
+                        return self
+                            .update_group_as(op, tenant, id, if_match, touch, named, f, held);
                     }
                 }
             }
@@ -458,8 +504,17 @@ impl Store {
                     Some(&view),
                 )?;
             }
+            let intent = Intent::of(
+                op,
+                kind,
+                &sticky,
+                Some(&old_view),
+                Some(&view),
+                !changes.is_empty(),
+            );
             let head = (tenant, kind, id, Some(id));
-            self.stage_entries(&mut batch, &mut m, head, change, &changes, &seqs, &stamp)
+            let entries = (change, Some(intent));
+            self.stage_entries(&mut batch, &mut m, head, entries, &changes, &seqs, &stamp)
         })();
         self.commit_staged(batch, &seqs, staged, m.delta)?;
         self.cache_put(key, doc);
@@ -467,6 +522,9 @@ impl Store {
     }
 
     /// [`Store::update`] that also stores conflict records in the document (and indexes them).
+    /// `op` is the request the write answers (`None`: this region's own bookkeeping, which
+    /// makes no event).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn update_recording(
         &self,
         tenant: &str,
@@ -475,6 +533,7 @@ impl Store {
         if_match: Option<&str>,
         f: &dyn Fn(&Map<String, Value>) -> UpdateResult,
         records: &[Conflict],
+        op: Option<Op>,
     ) -> Result<Stored, StoreError> {
         // A change of the unique name (a userName, or a group's displayName when the tenant keeps
         // them unique) must hold the new name's lock (always taken before the id lock), so the
@@ -563,7 +622,10 @@ impl Store {
                 Some(&old_view),
                 Some(&view),
             )?;
-            let seq = self.stage_log(&mut batch, tenant, kind, id, &change)?;
+            let intent =
+                op.map(|op| Intent::of(op, kind, &sticky, Some(&old_view), Some(&view), false));
+            let resource = (tenant, kind, id);
+            let seq = self.stage_log(&mut batch, resource, &change, intent, stamp.millis)?;
             let region = self.region.clone();
             self.stage_offboardings(&mut batch, &mut m.offboarded, &region, seq, stamp.millis)?;
             self.commit(batch, &[seq], None, delta)?;
@@ -635,8 +697,11 @@ impl Store {
             if kind == ResourceKind::Group {
                 self.stage_group_deleted(&mut batch, &mut m, tenant, id)?;
             }
+            let sticky = &self.policy(tenant).sticky;
+            let intent = Intent::of(Op::Delete, kind, sticky, Some(&old_view), None, false);
             let head = (tenant, kind, id, None);
-            self.stage_entries(&mut batch, &mut m, head, change, &removals, &seqs, &stamp)?;
+            let entries = (change, Some(intent));
+            self.stage_entries(&mut batch, &mut m, head, entries, &removals, &seqs, &stamp)?;
             self.stage_view(&mut batch, &mut m, tenant, kind, id, Some(&old_view), None)?;
             let last = *seqs.last().unwrap_or(&0);
             let region = self.region.clone();

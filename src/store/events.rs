@@ -1,0 +1,301 @@
+//! Per-tenant event feeds: one record per write that carried an [`Intent`], staged in the batch
+//! that commits the write's log entry (a local write, or a peer's entry this region applies),
+//! so an acknowledged write's event survives every restart the write does.
+//!
+//! Column family `events`:
+//! - `f` ‖ tenant ‖ `\0` ‖ position (u64 big-endian) → the JSON of [`Event`]: the feed, oldest
+//!   first. Positions are this region's own order of commit; for one origin they follow its
+//!   sequence numbers (a peer's entries are applied in order).
+//! - `j` ‖ tenant ‖ `\0` ‖ jti → position: acknowledgements find their record by `jti`.
+//!
+//! `counts` holds `e` ‖ tenant: the records pending (summed like every count). Records leave
+//! the feed when acknowledged (poll), delivered (push) or trimmed past the tenant's bound;
+//! those removals run under one lock, so a record is counted out once.
+//!
+//! Which writes a region keeps events of is the tenant's [`FeedScope`]: every write in the
+//! cluster (poll: a receiver may poll any region) or only those this region accepted (push:
+//! each region pushes its own, so a receiver gets each once).
+
+use std::sync::atomic::Ordering;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use super::log::LogEntry;
+use super::{Store, StoreError, CF_COUNTS};
+use crate::events::Intent;
+
+pub(super) const CF_EVENTS: &str = "events";
+
+/// Which writes a tenant's feed holds at this region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeedScope {
+    /// No feed.
+    #[default]
+    None,
+    /// Every write of the cluster: this region's and those it merged.
+    All,
+    /// Only the writes this region accepted.
+    Own,
+}
+
+/// One event of a feed: which write, of what, meaning what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// `origin.sequence`: the same for this write at every region.
+    pub jti: String,
+    pub origin: String,
+    pub seq: u64,
+    pub tenant: String,
+    /// `User` or `Group`.
+    pub resource_type: String,
+    pub id: String,
+    pub intent: Intent,
+    /// When the write was made (the origin's clock), milliseconds since the epoch.
+    pub at_millis: i64,
+}
+
+impl Event {
+    /// The `jti` of the write at (`origin`, `seq`).
+    pub fn jti_of(origin: &str, seq: u64) -> String {
+        format!("{origin}.{seq}")
+    }
+}
+
+fn feed_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = b"f".to_vec();
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k
+}
+
+fn feed_key(tenant: &str, pos: u64) -> Vec<u8> {
+    let mut k = feed_prefix(tenant);
+    k.extend_from_slice(&pos.to_be_bytes());
+    k
+}
+
+fn jti_key(tenant: &str, jti: &str) -> Vec<u8> {
+    let mut k = b"j".to_vec();
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(jti.as_bytes());
+    k
+}
+
+fn count_key(tenant: &str) -> Vec<u8> {
+    let mut k = b"e".to_vec();
+    k.extend_from_slice(tenant.as_bytes());
+    k
+}
+
+/// The position of a feed key.
+fn pos_of(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|at| key[at..].try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The highest position any of `tenants`' feeds holds (0: none), read at open.
+pub(super) fn last_position(
+    db: &rocksdb::DB,
+    tenants: impl IntoIterator<Item = String>,
+) -> Result<u64, StoreError> {
+    let cf = db
+        .cf_handle(CF_EVENTS)
+        .ok_or_else(|| StoreError::Corrupt("no events column family".into()))?;
+    let mut last = 0;
+    for tenant in tenants {
+        let mut upper = feed_prefix(&tenant);
+        upper.extend_from_slice(&[0xff; 9]);
+        if let Some(r) = db
+            .iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse))
+            .next()
+        {
+            let (k, _) = r?;
+            if k.starts_with(&feed_prefix(&tenant)) {
+                last = last.max(pos_of(&k));
+            }
+        }
+    }
+    Ok(last)
+}
+
+impl Store {
+    /// Stage the event of the log entry (`origin`, `seq`) if it carries an intent and its
+    /// tenant's feed keeps writes of `origin` here.
+    pub(super) fn stage_event(
+        &self,
+        batch: &mut WriteBatch,
+        origin: &str,
+        seq: u64,
+        entry: &LogEntry,
+    ) -> Result<(), StoreError> {
+        let Some(intent) = &entry.intent else {
+            return Ok(());
+        };
+        let keep = match self.policy_ref(&entry.tenant).map(|p| p.events) {
+            Some(FeedScope::All) => true,
+            Some(FeedScope::Own) => origin == self.region,
+            _ => false,
+        };
+        if !keep {
+            return Ok(());
+        }
+        let jti = Event::jti_of(origin, seq);
+        let event = Event {
+            jti: jti.clone(),
+            origin: origin.to_string(),
+            seq,
+            tenant: entry.tenant.clone(),
+            resource_type: entry.kind.name().to_string(),
+            id: entry.id.clone(),
+            intent: intent.clone(),
+            at_millis: entry.at,
+        };
+        let json = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let pos = self.event_pos.fetch_add(1, Ordering::AcqRel) + 1;
+        let cf = self.cf(CF_EVENTS);
+        batch.put_cf(cf, feed_key(&entry.tenant, pos), json);
+        batch.put_cf(cf, jti_key(&entry.tenant, &jti), pos.to_be_bytes());
+        batch.merge_cf(
+            self.cf(CF_COUNTS),
+            count_key(&entry.tenant),
+            1i64.to_le_bytes(),
+        );
+        self.events_staged.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a commit: wake the pollers and pushers if events were staged.
+    pub(super) fn announce_events(&self) {
+        if self.events_staged.swap(false, Ordering::AcqRel) {
+            self.events_changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// A receiver that changes whenever new events commit (long polls and pushers wait on it).
+    pub fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_changed.subscribe()
+    }
+
+    /// The oldest pending events of `tenant`, at most `limit`; the second value says whether
+    /// more are pending.
+    pub fn pending_events(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<(Vec<Event>, bool), StoreError> {
+        let prefix = feed_prefix(tenant);
+        let mut out = Vec::new();
+        for r in self.db.iterator_cf(
+            self.cf(CF_EVENTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = r?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if out.len() >= limit {
+                return Ok((out, true));
+            }
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("event record: {e}")))?,
+            );
+        }
+        Ok((out, false))
+    }
+
+    /// How many events of `tenant` are pending.
+    pub fn pending_event_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        let v = self.db.get_cf(self.cf(CF_COUNTS), count_key(tenant))?;
+        Ok(v.and_then(|v| v.as_slice().try_into().ok())
+            .map_or(0, i64::from_le_bytes)
+            .max(0) as u64)
+    }
+
+    /// Remove the events `jtis` of `tenant` from its feed (acknowledged, delivered, or refused
+    /// by the receiver); returns how many were pending. Unknown jtis are ignored: an
+    /// acknowledgement that arrives twice, or after the record was trimmed, changes nothing.
+    pub fn ack_events(&self, tenant: &str, jtis: &[String]) -> Result<usize, StoreError> {
+        let _gc = self.events_gc.lock().unwrap_or_else(|p| p.into_inner());
+        let cf = self.cf(CF_EVENTS);
+        let mut batch = WriteBatch::default();
+        let mut n = 0i64;
+        let mut seen = std::collections::BTreeSet::new();
+        for jti in jtis {
+            if !seen.insert(jti) {
+                continue;
+            }
+            let jkey = jti_key(tenant, jti);
+            let Some(pos) = self.db.get_cf(cf, &jkey)? else {
+                continue;
+            };
+            let pos = pos.as_slice().try_into().map_or(0, u64::from_be_bytes);
+            batch.delete_cf(cf, feed_key(tenant, pos));
+            batch.delete_cf(cf, jkey);
+            n += 1;
+        }
+        if n > 0 {
+            batch.merge_cf(self.cf(CF_COUNTS), count_key(tenant), (-n).to_le_bytes());
+            self.db.write_opt(batch, &self.write_opts)?;
+        }
+        Ok(n as usize)
+    }
+
+    /// Keep at most `max` events of `tenant` pending: drop the oldest beyond it, those that are
+    /// not offboardings first (looking at most a few thousand records ahead), then the oldest
+    /// of any kind. Returns the events dropped.
+    pub fn trim_events(&self, tenant: &str, max: u64) -> Result<Vec<Event>, StoreError> {
+        let _gc = self.events_gc.lock().unwrap_or_else(|p| p.into_inner());
+        let count = self.pending_event_count(tenant)?;
+        if count <= max {
+            return Ok(Vec::new());
+        }
+        let excess = (count - max) as usize;
+        const LOOK_AHEAD: usize = 4096;
+        let prefix = feed_prefix(tenant);
+        let mut scanned: Vec<(Vec<u8>, Event)> = Vec::new();
+        for r in self.db.iterator_cf(
+            self.cf(CF_EVENTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = r?;
+            if !k.starts_with(&prefix) || scanned.len() >= excess + LOOK_AHEAD {
+                break;
+            }
+            let event: Event = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("event record: {e}")))?;
+            scanned.push((k.to_vec(), event));
+        }
+        let mut drop: Vec<usize> = (0..scanned.len())
+            .filter(|i| !scanned[*i].1.intent.is_offboarding())
+            .take(excess)
+            .collect();
+        if drop.len() < excess {
+            let more: Vec<usize> = (0..scanned.len())
+                .filter(|i| !drop.contains(i))
+                .take(excess - drop.len())
+                .collect();
+            drop.extend(more);
+        }
+        let cf = self.cf(CF_EVENTS);
+        let mut batch = WriteBatch::default();
+        let mut dropped = Vec::with_capacity(drop.len());
+        for i in drop {
+            let (key, event) = &scanned[i];
+            batch.delete_cf(cf, key);
+            batch.delete_cf(cf, jti_key(tenant, &event.jti));
+            dropped.push(event.clone());
+        }
+        if !dropped.is_empty() {
+            let n = dropped.len() as i64;
+            batch.merge_cf(self.cf(CF_COUNTS), count_key(tenant), (-n).to_le_bytes());
+            self.db.write_opt(batch, &self.write_opts)?;
+        }
+        Ok(dropped)
+    }
+}
