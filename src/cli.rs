@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -358,83 +357,26 @@ async fn conflicts(
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path, std::env::vars())?;
-    let listen = config.http.listen;
-    // The files are read before anything starts: a missing or bad one stops the start here,
-    // naming the key and the path.
-    let certificate = match &config.http.tls {
-        Some(tls) => Some(crate::tls::load(tls)?),
-        None => None,
-    };
-    if let Some(ca) = &config.http.peer_ca {
-        crate::tls::client::read_ca_file(ca, "http.peer_ca")?;
+    let listeners = server::Listeners::bind(&config).await?;
+    let running = server::start(config, listeners).await?;
+    if let (Some(addr), Some(cfg)) = (running.addrs.dns, &running.state.config.dns) {
+        println!(
+            "geoscim: dns listening on {addr} (udp+tcp) for {}",
+            cfg.service_name()
+        );
     }
-    let prepared = tokio::task::spawn_blocking(move || server::prepare(config)).await??;
-    // Replication first: once HTTP answers, lookups at the peers (no false 404s) must work.
-    let node = match prepared.state.config.replication.clone() {
-        Some(cfg) => {
-            let node = crate::replication::node::start(
-                prepared.state.store.clone(),
-                &prepared.state.config.region,
-                &cfg,
-            )
-            .await?;
-            let _ = prepared.state.replication.set(node.status.clone());
-            let _ = prepared.state.cluster.set(node.handle.clone());
-            Some(node)
-        }
-        None => None,
-    };
-    let tls = match (&prepared.state.config.http.tls, certificate) {
-        (Some(cfg), Some(initial)) => {
-            tracing::info!(sha256 = %initial.sha256, cert = %cfg.cert.display(), "http.tls: serving HTTPS");
-            let metrics = prepared.state.metrics.tls.clone();
-            Some(crate::tls::Acceptor::start(cfg, initial, metrics)?)
-        }
-        _ => {
-            tracing::warn!(
-                "the HTTP listener speaks plain HTTP (no [http.tls] in the config): only for \
-                 a region behind a load balancer that terminates TLS; IdPs require https://"
-            );
-            None
-        }
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot bind http listener on {listen}"))?;
-    let addr = listener.local_addr()?;
-    let dns = match prepared.state.config.dns.clone() {
-        Some(cfg) => {
-            let peer_ca = prepared.state.config.http.peer_ca.as_deref();
-            let running = crate::dns::start(&cfg, &prepared.state.config.region, peer_ca).await?;
-            let _ = prepared.state.dns.set(running.view.clone());
-            println!(
-                "geoscim: dns listening on {} (udp+tcp) for {}",
-                running.addr,
-                cfg.service_name()
-            );
-            Some(running)
-        }
-        None => None,
-    };
-    let scheme = prepared.state.config.http.scheme();
-    println!("geoscim: http listening on {scheme}://{addr}");
-    if let Some(node) = &node {
-        println!("geoscim: quic listening on {}", node.addr);
+    println!("geoscim: http listening on {}", running.url());
+    if let Some(addr) = running.addrs.quic {
+        println!("geoscim: quic listening on {addr}");
     }
-    if let Some(token) = &prepared.new_token {
+    if let Some(token) = &running.new_token {
         println!(
             "geoscim: created token for tenant {}: {token}",
             server::DEFAULT_TENANT
         );
         println!("geoscim: (shown once; only its hash is kept in the data dir)");
     }
-    server::serve(prepared.state, listener, tls, server::shutdown_signal()).await?;
-    if let Some(dns) = dns {
-        dns.shutdown().await;
-    }
-    if let Some(node) = node {
-        node.shutdown().await;
-    }
+    running.serve(server::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -45,7 +45,8 @@
 //! - `tls`: HTTPS for the listener (rustls, ring): certificate files checked at start, the
 //!   certificate store every handshake reads and its reload on SIGHUP or file change
 //!   (`reload`), and CA files for this process's own HTTPS clients (`client`).
-//! - `server`: wiring only: open the store, gather tokens, serve a bound listener until shutdown.
+//! - `server`: wiring only: bind the listeners a file names; on given listeners, open the
+//!   store, gather tokens, start replication and DNS, serve HTTP(S) until shutdown.
 //! - `admin_client`: the HTTP client of the admin API and the table `geoscim conflicts` prints.
 //! - `cli`: the thin command line over `server` and `admin_client`.
 //!

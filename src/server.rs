@@ -1,8 +1,12 @@
-//! Wiring only: open the store, gather tokens, build the API, serve bound listeners until the
-//! shutdown future resolves. Tests and `main` both come through here.
+//! Wiring only: bind what the config names ([`Listeners::bind`]), open the store, gather
+//! tokens, build the API, start replication and DNS on their bound sockets ([`start`]), serve
+//! until the shutdown future resolves ([`Running::serve`]). `main` (through `cli`) and tests
+//! both come through here; a test binds every socket on port 0 first, so regions in one
+//! process can name each other's real addresses before any of them starts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -10,6 +14,8 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::store::{Store, StoreError, StoreOptions, TenantPolicy};
+
+pub use crate::dns::Sockets as DnsSockets;
 
 /// The tenant that gets a token on first start when none is configured.
 pub const DEFAULT_TENANT: &str = "default";
@@ -38,6 +44,225 @@ pub enum ServerError {
     OAuth(#[from] crate::oauth::SetupError),
     #[error("{0}")]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// A listener the config names could not be bound.
+    #[error("cannot bind {key} {addr}: {source}")]
+    Bind {
+        /// The config key of the address (`http.listen`, `replication.listen`, `dns.listen`).
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The listeners given do not match the config (a `[replication]` or `[dns]` table without
+    /// its socket, or a socket without its table).
+    #[error("{0}")]
+    Listeners(String),
+    #[error("cannot read the bound http address: {0}")]
+    HttpAddr(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    PeerCa(#[from] crate::tls::client::CaError),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::node::NodeError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::StartError),
+    #[error("opening the store failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("http listener: {0}")]
+    Http(std::io::Error),
+}
+
+/// Every socket a region serves on, bound before it starts: the HTTP(S) listener, the
+/// replication endpoint's UDP socket (with `[replication]`) and the DNS responder's UDP socket
+/// and TCP listener (with `[dns]`). The config's listen addresses are not read once these
+/// exist.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub quic: Option<std::net::UdpSocket>,
+    pub dns: Option<DnsSockets>,
+}
+
+impl Listeners {
+    /// Bind what `config` names: `http.listen`, `replication.listen` with `[replication]`,
+    /// `dns.listen` (UDP and TCP) with `[dns]`. An error names the key and the address.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        let bind_error = |key, addr| move |source| ServerError::Bind { key, addr, source };
+        let addr = config.http.listen;
+        let http = TcpListener::bind(addr)
+            .await
+            .map_err(bind_error("http.listen", addr))?;
+        let quic = match &config.replication {
+            Some(r) => Some(
+                std::net::UdpSocket::bind(r.listen)
+                    .map_err(bind_error("replication.listen", r.listen))?,
+            ),
+            None => None,
+        };
+        let dns = match &config.dns {
+            Some(d) => Some(
+                DnsSockets::bind(d.listen)
+                    .await
+                    .map_err(bind_error("dns.listen", d.listen))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { http, quic, dns })
+    }
+}
+
+/// The addresses a started region serves on (the real ports when bound to port 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs {
+    pub http: SocketAddr,
+    pub quic: Option<SocketAddr>,
+    pub dns: Option<SocketAddr>,
+}
+
+/// A started region: replication and DNS run, the HTTP listener is bound and waits for
+/// [`Running::serve`].
+pub struct Running {
+    /// The API state (store, config, tokens, metrics).
+    pub state: Arc<AppState>,
+    /// Where it serves.
+    pub addrs: Addrs,
+    /// A token created on this start (first start, no token configured): print it once.
+    pub new_token: Option<String>,
+    http: TcpListener,
+    tls: Option<crate::tls::Acceptor>,
+    node: Option<crate::replication::node::Node>,
+    dns: Option<crate::dns::Running>,
+}
+
+impl Running {
+    /// The HTTP base URL: `http://addr` or `https://addr`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.state.config.http.scheme(), self.addrs.http)
+    }
+
+    /// Serve HTTP(S) until `shutdown` resolves, then stop HTTP (connections finish their
+    /// requests), DNS and replication, in that order.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let served = serve_http(self.state, self.http, self.tls, shutdown).await;
+        stop(self.dns, self.node).await;
+        served.map_err(ServerError::Http)
+    }
+}
+
+/// Start a region on bound `listeners`: read the HTTPS certificate and `http.peer_ca` (a bad
+/// file stops the start before the store opens), [`prepare`], start replication (before HTTP
+/// answers, so lookups at the peers work from the first request), the TLS acceptor and DNS.
+/// On an error, what already started is stopped again.
+pub async fn start(config: Config, listeners: Listeners) -> Result<Running, ServerError> {
+    let Listeners { http, quic, dns } = listeners;
+    let mismatch = |socket: bool, table: bool, what: &str| match (socket, table) {
+        (false, true) => Err(ServerError::Listeners(format!(
+            "the config has [{what}] but no {what} socket was given"
+        ))),
+        (true, false) => Err(ServerError::Listeners(format!(
+            "a {what} socket was given but the config has no [{what}]"
+        ))),
+        _ => Ok(()),
+    };
+    mismatch(quic.is_some(), config.replication.is_some(), "replication")?;
+    mismatch(dns.is_some(), config.dns.is_some(), "dns")?;
+    let http_addr = http.local_addr().map_err(ServerError::HttpAddr)?;
+    // The files are read before anything starts: a missing or bad one stops the start here,
+    // naming the key and the path.
+    let certificate = match &config.http.tls {
+        Some(tls) => Some(crate::tls::load(tls)?),
+        None => None,
+    };
+    if let Some(ca) = &config.http.peer_ca {
+        crate::tls::client::read_ca_file(ca, "http.peer_ca")?;
+    }
+    let Prepared { state, new_token } =
+        tokio::task::spawn_blocking(move || prepare(config)).await??;
+    let config = &state.config;
+    // Replication first: once HTTP answers, lookups at the peers (no false 404s) must work.
+    let node = match (&config.replication, quic) {
+        (Some(cfg), Some(socket)) => {
+            let node =
+                crate::replication::node::start(state.store.clone(), &config.region, cfg, socket)
+                    .await?;
+            let _ = state.replication.set(node.status.clone());
+            let _ = state.cluster.set(node.handle.clone());
+            Some(node)
+        }
+        _ => None,
+    };
+    let tls = match (&config.http.tls, certificate) {
+        (Some(cfg), Some(initial)) => {
+            tracing::info!(sha256 = %initial.sha256, cert = %cfg.cert.display(), "http.tls: serving HTTPS");
+            let metrics = state.metrics.tls.clone();
+            match crate::tls::Acceptor::start(cfg, initial, metrics) {
+                Ok(acceptor) => Some(acceptor),
+                Err(e) => {
+                    stop(None, node).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => {
+            tracing::warn!(
+                "the HTTP listener speaks plain HTTP (no [http.tls] in the config): only for \
+                 a region behind a load balancer that terminates TLS; IdPs require https://"
+            );
+            None
+        }
+    };
+    let dns = match (&config.dns, dns) {
+        (Some(cfg), Some(sockets)) => {
+            let peer_ca = config.http.peer_ca.as_deref();
+            match crate::dns::start(cfg, &config.region, peer_ca, sockets).await {
+                Ok(running) => {
+                    let _ = state.dns.set(running.view.clone());
+                    Some(running)
+                }
+                Err(e) => {
+                    stop(None, node).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => None,
+    };
+    let addrs = Addrs {
+        http: http_addr,
+        quic: node.as_ref().map(|n| n.addr),
+        dns: dns.as_ref().map(|d| d.addr),
+    };
+    Ok(Running {
+        state,
+        addrs,
+        new_token,
+        http,
+        tls,
+        node,
+        dns,
+    })
+}
+
+/// [`start`] and [`Running::serve`]: run a region on bound `listeners` until `shutdown`
+/// resolves, for callers that need neither its addresses nor a created token.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    start(config, listeners).await?.serve(shutdown).await
+}
+
+/// Stop DNS, then replication.
+async fn stop(dns: Option<crate::dns::Running>, node: Option<crate::replication::node::Node>) {
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
 }
 
 /// Open the store and build the API state. On first start with no token configured (none in
@@ -96,8 +321,8 @@ pub fn new_token_text() -> String {
     )
 }
 
-/// Serve the API on an already-bound listener until `shutdown` resolves; HTTPS when `tls` is
-/// given (see [`crate::tls`]), plain HTTP otherwise.
+/// Serve the API (HTTP only: no replication, no DNS) on an already-bound listener until
+/// `shutdown` resolves; HTTPS when `tls` is given (see [`crate::tls`]), plain HTTP otherwise.
 ///
 /// Each connection is served by hyper with a header-read timeout (`http.header_read_timeout_ms`:
 /// a client that sends half a header is dropped then), and at most `http.max_connections` are
@@ -107,7 +332,7 @@ pub fn new_token_text() -> String {
 /// no other); the header-read timeout starts after it. On shutdown the listener stops,
 /// connections finish their requests (graceful shutdown, bounded by `http.request_timeout_ms`)
 /// and the call returns.
-pub async fn serve(
+pub async fn serve_http(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<crate::tls::Acceptor>,

@@ -310,11 +310,24 @@ impl View {
 pub enum StartError {
     #[error(transparent)]
     Zone(#[from] zone::ZoneError),
-    #[error("cannot bind the dns listener on {addr} (udp and tcp): {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("cannot read the bound dns address: {0}")]
+    Addr(std::io::Error),
+}
+
+/// The sockets a responder serves: a UDP socket and a TCP listener, normally on the same
+/// address and port.
+pub struct Sockets {
+    pub udp: tokio::net::UdpSocket,
+    pub tcp: tokio::net::TcpListener,
+}
+
+impl Sockets {
+    /// Bind UDP and TCP on `addr`: the same port on both, and with port 0 one port free for
+    /// both.
+    pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Sockets> {
+        let (udp, tcp) = server::bind(addr).await?;
+        Ok(Sockets { udp, tcp })
+    }
 }
 
 /// A running responder and prober.
@@ -337,12 +350,14 @@ impl Running {
     }
 }
 
-/// Start region `region`'s responder on `cfg.listen` and its prober; `https://` health URLs are
-/// verified against the system's roots and the CA file `peer_ca` (`http.peer_ca`).
+/// Start region `region`'s responder on the bound `sockets` (`cfg.listen` is not read: the
+/// caller bound it) and its prober; `https://` health URLs are verified against the system's
+/// roots and the CA file `peer_ca` (`http.peer_ca`).
 pub async fn start(
     cfg: &crate::config::DnsConfig,
     region: &str,
     peer_ca: Option<&std::path::Path>,
+    sockets: Sockets,
 ) -> Result<Running, StartError> {
     let zone = zone::Zone::new(cfg)?;
     let view = std::sync::Arc::new(View::new(
@@ -354,16 +369,8 @@ pub async fn start(
             rise: cfg.rise_after,
         },
     ));
-    let (udp, tcp) = server::bind(cfg.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = udp.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+    let Sockets { udp, tcp } = sockets;
+    let addr = udp.local_addr().map_err(StartError::Addr)?;
     let _ = view.listen.set(addr);
     let _ = view.table_digest.set(table_digest(cfg));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -269,14 +269,16 @@ struct Settings {
     start_hold: Duration,
 }
 
-/// Start replication for `store` (region `region`) as configured.
+/// Start replication for `store` (region `region`) as configured, on the bound UDP `socket`
+/// (`cfg.listen` is not read: the caller bound it).
 pub async fn start(
     store: Arc<Store>,
     region: &str,
     cfg: &ReplicationConfig,
+    socket: std::net::UdpSocket,
 ) -> Result<Node, NodeError> {
     let (identity, ca_pem) = load_identity(&cfg.certs_dir, region)?;
-    let transport = Arc::new(Transport::bind(cfg.listen, &identity, &ca_pem)?);
+    let transport = Arc::new(Transport::new(socket, &identity, &ca_pem)?);
     let addr = transport.local_addr().map_err(NodeError::Addr)?;
     let (tx, rx) = mpsc::unbounded_channel();
     {

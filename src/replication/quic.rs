@@ -72,6 +72,9 @@ pub enum TransportError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// quinn could not take the bound socket (set its options, register it with the runtime).
+    #[error("cannot start the replication endpoint: {0}")]
+    Endpoint(std::io::Error),
     /// Not a valid region name to connect to.
     #[error("invalid region name {0:?}")]
     InvalidRegion(String),
@@ -121,16 +124,33 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Bind a UDP socket on `addr` (port 0 picks one) with this region's `identity`, trusting
-    /// only the CA in `ca_pem`.
+    /// Bind a UDP socket on `addr` (port 0 picks one) and serve on it: [`Transport::new`].
     pub fn bind(
         addr: SocketAddr,
         identity: &Identity,
         ca_pem: &str,
     ) -> Result<Transport, TransportError> {
-        let (server_config, client_config) = tls_configs(identity, ca_pem)?;
-        let mut endpoint = quinn::Endpoint::server(server_config, addr)
+        let socket = std::net::UdpSocket::bind(addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
+        Transport::new(socket, identity, ca_pem)
+    }
+
+    /// Serve replication on the bound UDP `socket` with this region's `identity`, trusting
+    /// only the CA in `ca_pem`. The caller binds, so it knows the address (port 0 included)
+    /// before anything starts.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        identity: &Identity,
+        ca_pem: &str,
+    ) -> Result<Transport, TransportError> {
+        let (server_config, client_config) = tls_configs(identity, ca_pem)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(TransportError::Endpoint)?;
         endpoint.set_default_client_config(client_config);
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), identity.region.clone(), tx));

@@ -1,5 +1,6 @@
 //! Integration tests: real `geoscim serve` processes on port 0 with temp dirs, real RocksDB,
-//! real HTTP. One test binary with modules keeps link time down.
+//! real HTTP (`in_process`: regions run through the library, in this process). One test binary
+//! with modules keeps link time down.
 
 mod admin;
 mod api;
@@ -12,6 +13,7 @@ mod dns_netns;
 mod harness;
 mod history;
 mod https;
+mod in_process;
 mod limits;
 mod metrics_docs;
 mod migration;
