@@ -299,3 +299,127 @@ impl Store {
         Ok(dropped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Access, Op};
+    use crate::scim::schema::ResourceKind;
+    use crate::store::tests::{set, sync, user};
+    use crate::store::{StoreOptions, TenantPolicy};
+    use serde_json::json;
+
+    fn open(dir: &std::path::Path, region: &str, scope: FeedScope) -> Store {
+        let policy = TenantPolicy {
+            events: scope,
+            ..TenantPolicy::default()
+        };
+        Store::open(
+            dir,
+            StoreOptions {
+                region: region.into(),
+                sync_writes: false,
+                doc_cache_size: 100,
+                io_statistics: false,
+                history_entries: 100,
+                tenants: [("t".to_string(), policy)].into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn feed(store: &Store) -> Vec<(String, Option<Op>, Option<Access>)> {
+        let (events, _) = store.pending_events("t", 1000).unwrap();
+        events
+            .into_iter()
+            .map(|e| (e.jti, e.intent.op, e.intent.access))
+            .collect()
+    }
+
+    #[test]
+    fn every_write_of_the_cluster_lands_in_a_poll_feed_once_in_commit_order() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), "a", FeedScope::All), open(db.path(), "b", FeedScope::All));
+        let u = user(&a, "ann");
+        set(&a, &u, "active", json!(false), true);
+        let v = user(&b, "bob");
+        b.delete("t", ResourceKind::User, &v, None).unwrap();
+        sync(&a, &b);
+        sync(&b, &a);
+        // Applying the same entries again (a resend) adds nothing.
+        sync(&a, &b);
+        let mine = [
+            ("a.1", Some(Op::Create), None),
+            ("a.2", Some(Op::Patch), Some(Access::Deactivate)),
+        ];
+        let theirs = [("b.1", Some(Op::Create), None), ("b.2", Some(Op::Delete), None)];
+        let names = |l: &[(&str, Option<Op>, Option<Access>)]| -> Vec<(String, Option<Op>, Option<Access>)> {
+            l.iter().map(|(j, o, x)| (j.to_string(), *o, *x)).collect()
+        };
+        assert_eq!(feed(&a), [names(&mine), names(&theirs)].concat());
+        assert_eq!(feed(&b), [names(&theirs), names(&mine)].concat());
+        let deactivation = a.pending_events("t", 10).unwrap().0[1].clone();
+        assert!(deactivation.intent.is_offboarding());
+        assert_eq!(deactivation.intent.attributes, vec!["active".to_string()]);
+        assert_eq!((deactivation.origin.as_str(), deactivation.seq), ("a", 2));
+        assert_eq!(a.pending_event_count("t").unwrap(), 4);
+        // Acknowledged events leave; an unknown or repeated jti changes nothing.
+        let acked = a
+            .ack_events("t", &["a.1".into(), "a.1".into(), "zz.9".into()])
+            .unwrap();
+        assert_eq!(acked, 1);
+        assert_eq!(a.ack_events("t", &["a.1".into()]).unwrap(), 0);
+        assert_eq!(a.pending_event_count("t").unwrap(), 3);
+        assert_eq!(feed(&a)[0].0, "a.2");
+    }
+
+    #[test]
+    fn a_push_feed_keeps_only_this_regions_writes_and_other_tenants_keep_none() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), "a", FeedScope::Own), open(db.path(), "b", FeedScope::Own));
+        user(&a, "ann");
+        user(&b, "bob");
+        sync(&a, &b);
+        sync(&b, &a);
+        assert_eq!(feed(&a).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["a.1"]);
+        assert_eq!(feed(&b).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["b.1"]);
+        a.create("other", ResourceKind::User, crate::store::tests::attrs(json!({"userName": "x"})))
+            .unwrap();
+        assert!(a.pending_events("other", 10).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn the_feed_survives_a_restart_and_new_events_follow_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let a = open(dir.path(), "a", FeedScope::All);
+            user(&a, "ann");
+            user(&a, "bob");
+            a.ack_events("t", &["a.1".into()]).unwrap();
+        }
+        let a = open(dir.path(), "a", FeedScope::All);
+        user(&a, "cid");
+        let jtis: Vec<String> = feed(&a).into_iter().map(|e| e.0).collect();
+        assert_eq!(jtis, ["a.2", "a.3"]);
+        assert_eq!(a.pending_event_count("t").unwrap(), 2);
+    }
+
+    #[test]
+    fn trimming_drops_the_oldest_but_keeps_offboardings_while_others_can_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), "a", FeedScope::All);
+        let u = user(&a, "ann"); // a.1 create
+        set(&a, &u, "active", json!(false), true); // a.2 deactivate
+        user(&a, "bob"); // a.3
+        user(&a, "cid"); // a.4
+        let dropped = a.trim_events("t", 2).unwrap();
+        let gone: Vec<&str> = dropped.iter().map(|e| e.jti.as_str()).collect();
+        assert_eq!(gone, ["a.1", "a.3"]);
+        let kept: Vec<String> = feed(&a).into_iter().map(|e| e.0).collect();
+        assert_eq!(kept, ["a.2", "a.4"]);
+        // When only offboardings are left to drop, the oldest of them goes.
+        assert_eq!(a.trim_events("t", 1).unwrap()[0].jti, "a.4");
+        assert_eq!(a.trim_events("t", 0).unwrap()[0].jti, "a.2");
+        assert_eq!(a.pending_event_count("t").unwrap(), 0);
+    }
+}

@@ -24,10 +24,12 @@ use super::wire::{Entry, Hwm, Message, MessageV1};
 pub type Millis = u64;
 
 /// The protocol version this build speaks (sent in `Hello`). Version 2 added log floors,
-/// snapshots and the `allocated` report; its `Hello` is not readable by version 1.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// snapshots and the `allocated` report; its `Hello` is not readable by version 1. Version 3
+/// sends v3 log entries (with the write's intent, which events are made of), which a version 2
+/// build cannot decode: it would quarantine them, so the two refuse each other at `Hello`.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The oldest protocol version this build still talks to.
-pub const MIN_PROTOCOL_VERSION: u32 = 2;
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
 
 /// Read access to this region's durable replication log.
 ///
