@@ -339,7 +339,10 @@ mod tests {
     #[test]
     fn every_write_of_the_cluster_lands_in_a_poll_feed_once_in_commit_order() {
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, b) = (open(da.path(), "a", FeedScope::All), open(db.path(), "b", FeedScope::All));
+        let (a, b) = (
+            open(da.path(), "a", FeedScope::All),
+            open(db.path(), "b", FeedScope::All),
+        );
         let u = user(&a, "ann");
         set(&a, &u, "active", json!(false), true);
         let v = user(&b, "bob");
@@ -352,7 +355,10 @@ mod tests {
             ("a.1", Some(Op::Create), None),
             ("a.2", Some(Op::Patch), Some(Access::Deactivate)),
         ];
-        let theirs = [("b.1", Some(Op::Create), None), ("b.2", Some(Op::Delete), None)];
+        let theirs = [
+            ("b.1", Some(Op::Create), None),
+            ("b.2", Some(Op::Delete), None),
+        ];
         let names = |l: &[(&str, Option<Op>, Option<Access>)]| -> Vec<(String, Option<Op>, Option<Access>)> {
             l.iter().map(|(j, o, x)| (j.to_string(), *o, *x)).collect()
         };
@@ -376,15 +382,28 @@ mod tests {
     #[test]
     fn a_push_feed_keeps_only_this_regions_writes_and_other_tenants_keep_none() {
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, b) = (open(da.path(), "a", FeedScope::Own), open(db.path(), "b", FeedScope::Own));
+        let (a, b) = (
+            open(da.path(), "a", FeedScope::Own),
+            open(db.path(), "b", FeedScope::Own),
+        );
         user(&a, "ann");
         user(&b, "bob");
         sync(&a, &b);
         sync(&b, &a);
-        assert_eq!(feed(&a).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["a.1"]);
-        assert_eq!(feed(&b).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["b.1"]);
-        a.create("other", ResourceKind::User, crate::store::tests::attrs(json!({"userName": "x"})))
-            .unwrap();
+        assert_eq!(
+            feed(&a).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            ["a.1"]
+        );
+        assert_eq!(
+            feed(&b).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            ["b.1"]
+        );
+        a.create(
+            "other",
+            ResourceKind::User,
+            crate::store::tests::attrs(json!({"userName": "x"})),
+        )
+        .unwrap();
         assert!(a.pending_events("other", 10).unwrap().0.is_empty());
     }
 

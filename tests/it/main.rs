@@ -10,6 +10,7 @@ mod conformance;
 mod dashboard_browser;
 mod dns;
 mod dns_netns;
+mod events;
 mod harness;
 mod history;
 mod https;
