@@ -879,6 +879,19 @@ impl Config {
             ),
         ];
         ranges.extend(self.events.ranges());
+        if self.events.push_backoff_max_ms < self.events.push_backoff_ms {
+            return Err(ConfigError::Invalid {
+                key: "events.push_backoff_max_ms",
+                rule: "must be at least events.push_backoff_ms".into(),
+            });
+        }
+        if self.events.poll_wait_ms >= self.http.request_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "events.poll_wait_ms",
+                rule: "must be below http.request_timeout_ms (a waiting poll would time out)"
+                    .into(),
+            });
+        }
         // Keys where 0 turns the feature off.
         let mut off_or: Vec<(&'static str, u64, u64, u64)> = Vec::new();
         if let Some(r) = &self.replication {
@@ -1274,6 +1287,46 @@ mod tests {
         .unwrap();
         assert_eq!(ok.scim.bulk_max_operations, 5);
         assert_eq!(ok.scim.cursor_timeout_secs, 600);
+    }
+
+    #[test]
+    fn event_feeds_need_oauth_a_valid_delivery_and_sane_waits() {
+        let base = "region = \"a\"\ndata_dir = \"d\"\n";
+        let oauth = "[oauth]\nsigning_key = {kid = \"k\", file = \"k.pem\"}\n[[oauth.keys]]\n\
+                     kid = \"k\"\nx = \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"\n";
+        let err = |text: String| Config::from_toml(&text, "t", []).unwrap_err().to_string();
+        let e = err(format!(
+            "{base}[tenants.acme.events]\ndelivery = \"poll\"\n"
+        ));
+        assert!(
+            e.contains("tenants.<name>.events") && e.contains("[oauth]"),
+            "{e}"
+        );
+        let e = err(format!(
+            "{base}{oauth}[tenants.acme.events]\ndelivery = \"push\"\n\
+             push_url = \"http://rx.example/e\"\n"
+        ));
+        assert!(e.contains("acme") && e.contains("push_url"), "{e}");
+        let e = err(format!(
+            "{base}{oauth}[tenants.acme.events]\ndelivery = \"mail\"\n"
+        ));
+        assert!(e.contains("delivery") || e.contains("mail"), "{e}");
+        let e = err(format!(
+            "{base}[events]\npush_backoff_ms = 5000\npush_backoff_max_ms = 100\n"
+        ));
+        assert!(e.contains("events.push_backoff_max_ms"), "{e}");
+        let e = err(format!("{base}[events]\npoll_wait_ms = 40000\n"));
+        assert!(e.contains("events.poll_wait_ms"), "{e}");
+        let ok = Config::from_toml(
+            &format!("{base}{oauth}[tenants.acme.events]\ndelivery = \"poll\"\n"),
+            "t",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            ok.tenants["acme"].events.as_ref().unwrap().max_pending,
+            100_000
+        );
     }
 
     #[test]
