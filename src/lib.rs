@@ -17,6 +17,9 @@
 //!   replication log and its truncation (`log`), snapshots for bootstrap (`snapshot`),
 //!   tombstones, conflict records, the format-2 → 3 migration; one synced write batch per
 //!   request.
+//! - `events`: SCIM events (RFC 9967): the intent a write records in its last log entry, the
+//!   SET made of it, the RFC 8936 poll request. Pure. Feeds live in `store`, polls in
+//!   `api::events`, push delivery and the feeds' bound in `delivery`.
 //! - `replication`: replication between regions: the sans-IO protocol core (wire format,
 //!   per-origin marks, `Replicator`, snapshot bootstrap), the QUIC transport with mutual TLS (`quic`, the only quinn
 //!   user), cluster certificates (`certs`), and the runtime that wires them to the store (`node`).
