@@ -70,6 +70,19 @@ pub fn prepare(state: &AppState) -> Result<Vec<Task>, DeliveryError> {
     let mut tasks = Vec::new();
     for (tenant, t) in &state.config.tenants {
         let Some(events) = &t.events else { continue };
+        // Every series from zero, so rates and alerts have a series before the first event.
+        let m = &state.metrics.events;
+        let labels = EventMetrics::tenant(tenant);
+        for via in ["poll", "push"] {
+            let _ = m.delivered.get_or_create(&DeliveryLabels {
+                tenant: tenant.clone(),
+                via: via.into(),
+            });
+        }
+        for family in [&m.acknowledged, &m.refused, &m.dropped, &m.push_failures] {
+            let _ = family.get_or_create(&labels);
+        }
+        let _ = m.pending.get_or_create(&labels);
         let pusher = match events.delivery {
             Delivery::Poll => None,
             Delivery::Push => Some(pusher(state, tenant, events)?),

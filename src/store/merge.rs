@@ -37,6 +37,11 @@ impl Store {
         // A change that loads but then cannot be read (materialised, checked for conflicts)
         // fails its document's merge: the batch is staged again without that document's
         // changes, which are quarantined. Bounded: each round quarantines at least one entry.
+        // One batch of an origin at a time: the replication runtime applies what different
+        // peers sent concurrently, and two batches holding the same entries must not both find
+        // them fresh (each would count their conflict records and stage their events).
+        let origin_lock = self.apply_lock(origin);
+        let _applying = origin_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut poisoned = BTreeSet::new();
         loop {
             match self.apply_remote_without(origin, entries, &poisoned) {
@@ -50,6 +55,12 @@ impl Store {
                 other => return other,
             }
         }
+    }
+
+    /// The lock that serialises the applying of `origin`'s entries.
+    fn apply_lock(&self, origin: &str) -> std::sync::Arc<Mutex<()>> {
+        let mut locks = self.apply_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(origin.to_string()).or_default().clone()
     }
 
     fn apply_remote_without(

@@ -422,6 +422,8 @@ pub struct Store {
     events_staged: AtomicBool,
     events_changed: tokio::sync::watch::Sender<u64>,
     events_gc: Mutex<()>,
+    /// Per origin, held while a batch of its entries is applied ([`Store::apply_remote`]).
+    apply_locks: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -598,6 +600,7 @@ impl Store {
             events_staged: AtomicBool::new(false),
             events_changed: tokio::sync::watch::Sender::new(0),
             events_gc: Mutex::new(()),
+            apply_locks: Mutex::new(HashMap::new()),
             history_entries: options.history_entries,
             tenants: options.tenants,
             db,

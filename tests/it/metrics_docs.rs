@@ -117,7 +117,9 @@ async fn the_readme_table_and_the_grafana_dashboard_name_exported_metrics() {
         .collect();
     assert!(documented.len() > 30, "{documented:?}");
     for name in &documented {
-        if name.starts_with("geoscim_dns_") {
+        // Event series exist once a tenant has a feed, which these regions lack; the events
+        // tests check every documented one against a region that has.
+        if name.starts_with("geoscim_dns_") || name.starts_with("geoscim_events_") {
             continue;
         }
         assert!(
