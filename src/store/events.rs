@@ -271,17 +271,18 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(format!("event record: {e}")))?;
             scanned.push((k.to_vec(), event));
         }
-        let mut drop: Vec<usize> = (0..scanned.len())
-            .filter(|i| !scanned[*i].1.intent.is_offboarding())
-            .take(excess)
-            .collect();
-        if drop.len() < excess {
-            let more: Vec<usize> = (0..scanned.len())
-                .filter(|i| !drop.contains(i))
-                .take(excess - drop.len())
-                .collect();
-            drop.extend(more);
+        // Non-offboardings first, then the oldest of the rest (a mark per record: linear).
+        let mut chosen = vec![false; scanned.len()];
+        let mut left = excess;
+        for offboardings in [false, true] {
+            for (i, (_, e)) in scanned.iter().enumerate() {
+                if left > 0 && !chosen[i] && e.intent.is_offboarding() == offboardings {
+                    chosen[i] = true;
+                    left -= 1;
+                }
+            }
         }
+        let drop: Vec<usize> = (0..scanned.len()).filter(|i| chosen[*i]).collect();
         let cf = self.cf(CF_EVENTS);
         let mut batch = WriteBatch::default();
         let mut dropped = Vec::with_capacity(drop.len());
