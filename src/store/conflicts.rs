@@ -72,8 +72,46 @@ impl Store {
         Ok(true)
     }
 
+    /// [`Store::commit`] a batch that staged the conflict records `indexed`, then count and
+    /// show the ones it was the first to index. Staging only sees what is already committed, so
+    /// a record can be staged by two batches at once (two peers forwarding the same decision,
+    /// or a decision this region finds while applying the entry that logs it); the check is
+    /// repeated here under one lock with the write, so each record is counted once.
+    pub(super) fn commit_indexing(
+        &self,
+        batch: WriteBatch,
+        local: &[u64],
+        remote: Option<(&str, &[u64])>,
+        delta: [u8; 32],
+        indexed: &mut Vec<Conflict>,
+    ) -> Result<(), StoreError> {
+        if indexed.is_empty() {
+            return self.commit(batch, local, remote, delta);
+        }
+        let _g = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = std::collections::HashSet::new();
+        let mut first = Vec::with_capacity(indexed.len());
+        for record in indexed.drain(..) {
+            if !seen.insert(record.id.clone()) {
+                continue;
+            }
+            let by_id = keys::conflict_by_id(&record.id);
+            if self
+                .db
+                .get_pinned_cf(self.cf(CF_CONFLICTS), &by_id)?
+                .is_none()
+            {
+                first.push(record);
+            }
+        }
+        *indexed = first;
+        self.commit(batch, local, remote, delta)?;
+        self.count_indexed(indexed);
+        Ok(())
+    }
+
     /// Count conflict records indexed by a committed batch, and show them in the live feed.
-    pub(super) fn count_indexed(&self, records: &[Conflict]) {
+    fn count_indexed(&self, records: &[Conflict]) {
         for record in records {
             if let Some(i) = Rule::ALL.iter().position(|r| *r == record.rule) {
                 self.conflicts_indexed[i].fetch_add(1, Ordering::Relaxed);

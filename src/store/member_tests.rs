@@ -629,3 +629,56 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// Every region counts a membership decision once, however it learns it. Here c holds a's
+/// removal when b's batch arrives with the concurrent add and b's record of the decision: c
+/// decides it itself while applying the very entry that logs it.
+#[test]
+fn a_membership_decision_is_counted_once_where_it_is_found_and_received_at_once() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (a, b, c) = (
+        open(da.path(), "a"),
+        open(db.path(), "b"),
+        open(dc.path(), "c"),
+    );
+    let g = group(&a, "g", &["m1"]);
+    sync_all(&a, &b);
+    sync_all(&a, &c);
+    // Concurrent: a removes m1, b writes m1's membership again.
+    change(&a, &g, &["m1".to_string()], false);
+    let touch = Touch::Ids(["m1".to_string()].into_iter().collect());
+    b.update_group("t", &g, None, &touch, &|old| {
+        let mut new = old.clone();
+        new.insert(
+            "members".into(),
+            json!([{"value": "m1", "display": "M One"}]),
+        );
+        Ok((new, vec!["members".into()]))
+    })
+    .unwrap();
+    sync_all(&a, &c);
+    sync_all(&a, &b);
+    let counted = |s: &Store| {
+        s.conflicts_indexed()
+            .into_iter()
+            .find(|(r, _)| *r == Rule::MembershipRemoveWins)
+            .map_or(0, |(_, n)| n)
+    };
+    assert_eq!(counted(&b), 1, "b decided it");
+    sync_all(&b, &c);
+    assert_eq!(
+        counted(&c),
+        1,
+        "c found it and received b's record in one batch"
+    );
+    let q = ConflictQuery {
+        count: usize::MAX,
+        ..Default::default()
+    };
+    assert_eq!(c.conflicts(&q).unwrap().0, 1);
+    assert!(listed(&c, &g).is_empty(), "remove wins");
+}

@@ -256,7 +256,13 @@ impl Store {
         for (seq, bytes) in &fresh {
             batch.put_cf(self.cf(CF_LOG), keys::log(origin, *seq), bytes);
         }
-        self.commit(batch, &merge.local, Some((origin, &seqs)), merge.delta)?;
+        self.commit_indexing(
+            batch,
+            &merge.local,
+            Some((origin, &seqs)),
+            merge.delta,
+            &mut merge.indexed,
+        )?;
         if origin == self.region {
             // Our own entries recovered from a peer (a log restored from an old backup): new
             // writes must continue after them.
@@ -264,7 +270,6 @@ impl Store {
                 self.next_seq.fetch_max(last + 1, Ordering::AcqRel);
             }
         }
-        self.count_indexed(&merge.indexed);
         report.conflicts = merge.indexed.len();
         for (key, doc) in loaded {
             self.cache_put(key, doc);
@@ -282,7 +287,9 @@ impl Store {
         let mut by_group: std::collections::BTreeMap<(String, String), Vec<Vec<u8>>> =
             Default::default();
         for record in found {
-            if !self.stage_record(batch, &record)? {
+            // Already staged by this batch (an entry it applies logs the same decision).
+            let staged = merge.indexed.iter().any(|r| r.id == record.id);
+            if staged || !self.stage_record(batch, &record)? {
                 continue;
             }
             merge.indexed.push(record.clone());
@@ -429,8 +436,7 @@ impl Store {
             self.write_fillers(&merge.local);
             return Err(e);
         }
-        self.commit(batch, &merge.local, None, merge.delta)?;
-        self.count_indexed(&merge.indexed);
+        self.commit_indexing(batch, &merge.local, None, merge.delta, &mut merge.indexed)?;
         self.cache_put(key, doc);
         drop(_g);
         self.settle_user_names(&merge.users)?;

@@ -424,6 +424,9 @@ pub struct Store {
     events_gc: Mutex<()>,
     /// Per origin, held while a batch of its entries is applied ([`Store::apply_remote`]).
     apply_locks: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
+    /// Held while a batch that indexes conflict records checks which are new and commits
+    /// ([`Store::commit_indexing`]).
+    index_lock: Mutex<()>,
 }
 
 fn stripe<T: Hash>(value: T) -> usize {
@@ -601,6 +604,7 @@ impl Store {
             events_changed: tokio::sync::watch::Sender::new(0),
             events_gc: Mutex::new(()),
             apply_locks: Mutex::new(HashMap::new()),
+            index_lock: Mutex::new(()),
             history_entries: options.history_entries,
             tenants: options.tenants,
             db,

@@ -339,8 +339,7 @@ impl Store {
         if fresh_delta != [0; 32] {
             batch.merge_cf(self.cf(CF_META), DIGEST_KEY, fresh_delta);
         }
-        self.commit(batch, &merge.local, None, merge.delta)?;
-        self.count_indexed(&merge.indexed);
+        self.commit_indexing(batch, &merge.local, None, merge.delta, &mut merge.indexed)?;
         for (key, doc) in loaded {
             self.cache_put(key, doc);
         }
@@ -435,8 +434,7 @@ impl Store {
         }
         // Decisions the sender's records show were recorded by whoever observed them.
         merge.found.clear();
-        self.commit(batch, &[], None, merge.delta)?;
-        self.count_indexed(&merge.indexed);
+        self.commit_indexing(batch, &[], None, merge.delta, &mut merge.indexed)?;
         Ok(merged)
     }
 

@@ -628,8 +628,7 @@ impl Store {
             let seq = self.stage_log(&mut batch, resource, &change, intent, stamp.millis)?;
             let region = self.region.clone();
             self.stage_offboardings(&mut batch, &mut m.offboarded, &region, seq, stamp.millis)?;
-            self.commit(batch, &[seq], None, delta)?;
-            self.count_indexed(&indexed);
+            self.commit_indexing(batch, &[seq], None, delta, &mut indexed)?;
             self.cache_put(key, doc);
             return Ok(Stored::from_view(view));
         }
