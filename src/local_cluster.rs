@@ -9,7 +9,8 @@
 //! geo-routed service, so one token must work everywhere) and printed at each start, never
 //! stored; likewise one fresh admin token for the admin API (`/admin/v1`, `geoscim conflicts`),
 //! and one fresh OAuth client for tenant `default` (client credentials at `/oauth/token`), with
-//! a signing key per region kept next to the certificates.
+//! a signing key per region kept next to the certificates; and one fresh cursor key
+//! (`scim.cursor_key`, unless a region file sets one), so cursor pages continue across regions.
 //! Each region is a child `geoscim serve` process; Ctrl-C or SIGTERM stops them all with SIGTERM
 //! and waits for them.
 
@@ -53,6 +54,9 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     let admin_token = crate::server::new_token_text();
     let admin_tokens = format!("[{{sha256=\"{}\"}}]", crate::api::token_hash(&admin_token));
     let oauth = LocalOAuth::new(&configs)?;
+    // One cursor key for every region, fresh per start, so a cursor one region handed out
+    // reads the next page in any other (DNS may move the IdP between pages).
+    let cursor_key = hex::encode(rand::random::<[u8; 32]>());
     let exe = std::env::current_exe().context("cannot find the geoscim binary")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut children: Vec<(String, Child)> = Vec::new();
@@ -64,6 +68,12 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             .env("GEOSCIM_TOKENS", &tokens)
             .env("GEOSCIM_ADMIN_TOKENS", &admin_tokens)
             .envs(oauth.env(&c.region))
+            .envs(
+                c.scim
+                    .cursor_key
+                    .is_none()
+                    .then_some(("GEOSCIM_SCIM__CURSOR_KEY", cursor_key.as_str())),
+            )
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -422,6 +422,13 @@ pub fn with_replication(exposition: String, status: &serde_json::Value) -> Strin
             let _ = writeln!(out, "geoscim_{name}{suffix}{{peer=\"{peer}\"}} {value}");
         }
     }
+    out.push_str(
+        "# HELP geoscim_replication_failed_connections replication connection set-ups that \
+         failed, dialled or accepted (refused handshakes, timeouts).\n",
+    );
+    out.push_str("# TYPE geoscim_replication_failed_connections counter\n");
+    let failed = status["failed_connections"].as_u64().unwrap_or(0);
+    let _ = writeln!(out, "geoscim_replication_failed_connections_total {failed}");
     out.push_str("# EOF\n");
     out
 }
@@ -486,7 +493,7 @@ mod tests {
         let status = serde_json::json!({"peers": [{"peer": "us", "connected": true,
             "behind_changes": 3, "oldest_unacked_ms": 1500, "sent_entries": 7,
             "bytes_sent": 12345, "bytes_received": 678, "diverged": true, "divergences": 2,
-            "digests_compared": 5, "digests_matched": 3}]});
+            "digests_compared": 5, "digests_matched": 3}], "failed_connections": 4});
         let text = with_replication(m.encode(), &status);
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1);
@@ -503,5 +510,6 @@ mod tests {
         assert!(text.contains("geoscim_replication_digests_compared_total{peer=\"us\"} 5"));
         assert!(text.contains("geoscim_replication_digests_matched_total{peer=\"us\"} 3"));
         assert!(text.contains("geoscim_replication_diverged{peer=\"us\"} 1"));
+        assert!(text.contains("geoscim_replication_failed_connections_total 4\n"));
     }
 }

@@ -787,6 +787,7 @@ async fn run(
                     json!({"from": p, "for_ms": now().saturating_sub(*since)})
                 }),
                 "writes_refused": store.writes_refused(),
+                "failed_connections": transport.failed_connections(),
                 "own_log_recoveries": recoveries,
                 "quarantined": store.quarantined_count(),
             });

@@ -28,6 +28,7 @@
 //! `server`'s job.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,8 @@ pub struct Transport {
     accepted: Mutex<mpsc::Receiver<Result<PeerConnection, TransportError>>>,
     /// The accept task, stopped when the transport is dropped.
     accept_task: tokio::task::JoinHandle<()>,
+    /// Connection set-ups that failed, either way: see [`Transport::failed_connections`].
+    failed: Arc<AtomicU64>,
 }
 
 impl Transport {
@@ -153,12 +156,19 @@ impl Transport {
         .map_err(TransportError::Endpoint)?;
         endpoint.set_default_client_config(client_config);
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), identity.region.clone(), tx));
+        let failed = Arc::new(AtomicU64::new(0));
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            identity.region.clone(),
+            tx,
+            failed.clone(),
+        ));
         Ok(Transport {
             endpoint,
             region: identity.region.clone(),
             accepted: Mutex::new(rx),
             accept_task,
+            failed,
         })
     }
 
@@ -170,6 +180,14 @@ impl Transport {
     /// This region's name.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// How many connection set-ups failed since the endpoint started, dialled or accepted:
+    /// refused handshakes (a certificate of another CA, or naming the wrong region), peers that
+    /// did not answer in time, streams without the preamble. A count that keeps rising while a
+    /// peer stays disconnected points at certificates or the network, not at the data.
+    pub fn failed_connections(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Connect to the region `expected_region` at `addr`. Fails (and logs) unless the server
@@ -209,6 +227,7 @@ impl Transport {
             .await
             .unwrap_or(Err(TransportError::Timeout));
         if let Err(e) = &result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 region = %self.region, peer = %addr, expected = expected_region, error = %e,
                 "replication connection refused or failed"
@@ -243,10 +262,12 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     region: String,
     tx: mpsc::Sender<Result<PeerConnection, TransportError>>,
+    failed: Arc<AtomicU64>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let tx = tx.clone();
         let region = region.clone();
+        let failed = failed.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, set_up_incoming(incoming))
@@ -257,10 +278,13 @@ async fn accept_loop(
                     region = %region, peer = %remote, peer_region = peer.region(),
                     "replication peer connected"
                 ),
-                Err(e) => tracing::warn!(
-                    region = %region, peer = %remote, error = %e,
-                    "replication peer refused or failed"
-                ),
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        region = %region, peer = %remote, error = %e,
+                        "replication peer refused or failed"
+                    );
+                }
             }
             // A closed channel means the transport is gone: the connection is dropped.
             let _ = tx.send(result).await;

@@ -638,6 +638,47 @@ async fn up_serves_https_from_the_cluster_ca_and_its_idp_sim_line_works() {
     })
     .await
     .unwrap();
+
+    // `up` gives every region one cursor key: a cursor from eu reads the next page in us.
+    let scim = |ip: &str| format!("https://{ip}:{http}/scim/v2");
+    for i in 0..3 {
+        let body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("cursor-{i}@example.com"),
+        });
+        let r = client
+            .post(format!("{}/Users", scim(&ip1)))
+            .bearer_auth(&token)
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
+    let get = |url: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let r = client.get(url).bearer_auth(&token).send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (s, first) = get(format!("{}/Users?cursor&count=2", scim(&ip1))).await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{first}");
+    let next = first["nextCursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_string();
+    let (s, second) = get(format!(
+        "{}/Users?cursor={next}&count=2",
+        scim(&format!("{net}.2"))
+    ))
+    .await;
+    assert_eq!(
+        s,
+        reqwest::StatusCode::OK,
+        "us refused eu's cursor: {second}"
+    );
     drop(up);
     assert!(
         sim.status.success(),

@@ -315,15 +315,24 @@ impl NsRegion {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 
+    /// The user named `name` as this region holds it (a `co` filter matched exactly: an `eq`
+    /// filter that finds nothing asks the peers, which would hide a write that never crossed).
     async fn user_named(&self, name: &str) -> Option<Value> {
         let (s, v) = self
             .req(
                 Method::GET,
-                &format!("/Users?filter=userName%20eq%20%22{name}%22"),
+                &format!("/Users?count=1000&filter=userName%20co%20%22{name}%22"),
                 None,
             )
             .await;
-        (s == StatusCode::OK && v["totalResults"] == json!(1)).then(|| v["Resources"][0].clone())
+        if s != StatusCode::OK {
+            return None;
+        }
+        let found = v["Resources"]
+            .as_array()?
+            .iter()
+            .find(|u| u["userName"] == json!(name));
+        found.cloned()
     }
 
     /// The user by id without `meta.location` (which names the region answering).
@@ -507,7 +516,26 @@ async fn a_real_partition_between_namespaces_heals_and_both_sides_converge() {
     b.create_user("only-in-b@example.com").await;
     a.replace(&id, "displayName", json!("Set In A")).await;
     b.replace(&id, "title", json!("Set In B")).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Absence means something only once each side has sent its two writes and waited out an
+    // acknowledgement timeout for them: both hold changes the other has not acknowledged, and
+    // both resent.
+    let resent = |r: &NsRegion| {
+        let (client, url) = (r.client.clone(), r.url.clone());
+        async move {
+            let h = health_json(&client, &url).await;
+            let p = &h["replication"]["peers"][0];
+            (
+                p["behind_changes"].as_u64().unwrap_or(0),
+                p["retransmits"].as_u64().unwrap_or(0),
+            )
+        }
+    };
+    let (ra, rb) = (resent(a).await.1, resent(b).await.1);
+    eventually(30, "both sides resending across the cut", || async {
+        let ((behind_a, ra1), (behind_b, rb1)) = (resent(a).await, resent(b).await);
+        (behind_a >= 2 && behind_b >= 2 && ra1 > ra && rb1 > rb).then_some(())
+    })
+    .await;
     assert!(
         b.user_named("only-in-a@example.com").await.is_none(),
         "a's write crossed a cut link"

@@ -7,15 +7,25 @@ use serde_json::{json, Value};
 
 use crate::harness::{certs, eventually, health_json, Cluster, Region};
 
+/// The user named `name` as `r` holds it. A `co` filter, matched exactly here: an `eq` filter
+/// that finds nothing asks the peers (no false empty answers), which would hide a write that
+/// never replicated.
 async fn user_named(r: &Region, name: &str) -> Option<Value> {
     let (s, v) = r
         .req(
             Method::GET,
-            &format!("/Users?filter=userName%20eq%20%22{name}%22"),
+            &format!("/Users?count=1000&filter=userName%20co%20%22{name}%22"),
             None,
         )
         .await;
-    (s == StatusCode::OK && v["totalResults"] == json!(1)).then(|| v["Resources"][0].clone())
+    if s != StatusCode::OK {
+        return None;
+    }
+    let found = v["Resources"]
+        .as_array()?
+        .iter()
+        .find(|u| u["userName"] == json!(name));
+    found.cloned()
 }
 
 #[tokio::test]
@@ -120,7 +130,21 @@ async fn a_peer_with_a_foreign_certificate_is_refused() {
     let b = cluster.start("fb");
     a.create_user("secret@example.com").await;
     b.create_user("intruder@example.com").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait until each side has tried (and failed) to connect after both writes, so absence
+    // below means refused, not merely not yet sent.
+    let failed = |r: &Region| {
+        let (client, url) = (r.client.clone(), r.url.clone());
+        async move {
+            health_json(&client, &url).await["replication"]["failed_connections"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+    };
+    let (fa0, fb0) = (failed(&a).await, failed(&b).await);
+    eventually(30, "connection attempts refused on both sides", || async {
+        (failed(&a).await >= fa0 + 2 && failed(&b).await >= fb0 + 2).then_some(())
+    })
+    .await;
     assert!(
         user_named(&b, "secret@example.com").await.is_none(),
         "fa's data reached a foreign peer"
