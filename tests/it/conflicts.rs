@@ -145,17 +145,26 @@ impl Node {
         Ok((v, etag))
     }
 
-    /// The users with this userName (exact filter).
+    /// The users with this userName that this region holds: a `co` filter matched exactly
+    /// here, since an `eq` filter that finds nothing asks the peers (and would hide a user
+    /// that never replicated).
     async fn users_named(&self, name: &str) -> Vec<Value> {
         let body = self
             .ok(
                 StatusCode::OK,
                 Method::GET,
-                &format!("/Users?filter=userName%20eq%20%22{name}%22"),
+                &format!("/Users?count=1000&filter=userName%20co%20%22{name}%22"),
                 None,
             )
             .await;
-        body["Resources"].as_array().cloned().unwrap_or_default()
+        let all = body["Resources"].as_array().cloned().unwrap_or_default();
+        all.into_iter()
+            .filter(|u| {
+                u["userName"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .collect()
     }
 
     /// `GET /admin/v1/conflicts?<query>`: the records.
