@@ -328,8 +328,16 @@ async fn the_dashboard_shows_health_conflicts_and_pending_offboardings_live_in_a
         .click()
         .await
         .unwrap();
-    let refused = texts(&c, ".error").await.join(" ");
-    assert!(refused.contains("not an admin token"), "{refused:?}");
+    // The refusal is shown once the sign-in request has come back.
+    until(20, "the sign-in refusal", || async {
+        let refused = texts(&c, ".error").await.join(" ");
+        if refused.contains("not an admin token") {
+            Ok(())
+        } else {
+            Err(format!("{refused:?}"))
+        }
+    })
+    .await;
     c.find(Locator::Css("#token"))
         .await
         .unwrap()
