@@ -223,7 +223,11 @@ impl OAuthConfig {
                     ),
                 );
             }
-            if !client.secret_sha256.iter().all(|h| super::is_sha256_hex(h)) {
+            if !client
+                .secret_sha256
+                .iter()
+                .all(|h| super::validate::is_sha256_hex(h))
+            {
                 return invalid(
                     "oauth.clients.secret_sha256",
                     format!(
