@@ -27,10 +27,12 @@
 //!   known regions and their marks, truncation floors, and the digest of every document's heads
 //!   (an XOR kept by a merge operator, so it changes in the same batch as the documents).
 
+mod commit;
 mod conflicts;
 mod digest;
 pub mod doc;
 mod events;
+mod gate;
 pub mod keys;
 #[cfg(test)]
 mod laws;
@@ -73,6 +75,7 @@ use doc::{DocError, Stamp};
 pub use conflicts::FEED_CAPACITY;
 use digest::{deleted_term, heads_term, xor_into, xor_merge, DIGEST_KEY};
 pub use events::{Event, FeedScope};
+use gate::WriteGate;
 pub use log::LogEntry;
 pub use members::{combined_version, groups_digest, member_json, MemberHistory};
 pub use offboarding::Offboarding;
@@ -189,19 +192,6 @@ impl Default for TenantPolicy {
             events: FeedScope::None,
         }
     }
-}
-
-/// Whether local writes may go on (see `Store::write_gate`).
-#[derive(Debug, Default)]
-enum WriteGate {
-    #[default]
-    Open,
-    /// Writes wait until this instant (or until the gate changes).
-    Holding {
-        until: std::time::Instant,
-        reason: String,
-    },
-    Refused(String),
 }
 
 /// RocksDB operations counted since the store opened (see [`StoreOptions::io_statistics`]).
@@ -632,92 +622,6 @@ impl Store {
         })
     }
 
-    /// Hold local writes back until `until` (they wait, at most that long) while the region
-    /// starts: `reason` says why, in `/health`.
-    pub fn hold_writes(&self, until: std::time::Instant, reason: String) {
-        self.set_gate(WriteGate::Holding { until, reason });
-    }
-
-    /// Refuse local writes (503 with `reason`) until [`Store::open_writes`].
-    pub fn refuse_writes(&self, reason: String) {
-        self.set_gate(WriteGate::Refused(reason));
-    }
-
-    /// Take local writes again. Sequence numbers given up while writes were refused and not
-    /// filled by recovery become fillers, so the own log has no hole.
-    pub fn open_writes(&self) {
-        self.set_gate(WriteGate::Open);
-        let abandoned =
-            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
-        let missing: Vec<u64> = abandoned
-            .into_iter()
-            .filter(|seq| {
-                !matches!(
-                    self.db
-                        .get_pinned_cf(self.cf(CF_LOG), keys::log(&self.region, *seq)),
-                    Ok(Some(_))
-                )
-            })
-            .collect();
-        if !missing.is_empty() {
-            self.write_fillers(&missing);
-        }
-    }
-
-    fn set_gate(&self, gate: WriteGate) {
-        *self.write_gate.0.lock().unwrap_or_else(|p| p.into_inner()) = gate;
-        self.write_gate.1.notify_all();
-    }
-
-    /// Why local writes are held back or refused, if they are.
-    pub fn writes_refused(&self) -> Option<String> {
-        match &*self.write_gate.0.lock().unwrap_or_else(|p| p.into_inner()) {
-            WriteGate::Open => None,
-            WriteGate::Holding { until, .. } if std::time::Instant::now() >= *until => None,
-            WriteGate::Holding { reason, .. } | WriteGate::Refused(reason) => Some(reason.clone()),
-        }
-    }
-
-    /// Why local writes are refused (503), if they are: not while they only wait at start.
-    pub fn writes_blocked(&self) -> Option<String> {
-        match &*self.write_gate.0.lock().unwrap_or_else(|p| p.into_inner()) {
-            WriteGate::Refused(reason) => Some(reason.clone()),
-            _ => None,
-        }
-    }
-
-    /// May the store write entries of this region's own origin now (its own bookkeeping:
-    /// conflict records, userName settlements)? Not while writes are held back or refused.
-    fn may_log(&self) -> bool {
-        self.writes_refused().is_none()
-    }
-
-    /// Ok when local writes may go on: at once when open, after a wait while held back at
-    /// start, Err (503 with the reason) while refused.
-    fn check_writable(&self) -> Result<(), StoreError> {
-        let (lock, changed) = &*self.write_gate;
-        let mut gate = lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match &*gate {
-                WriteGate::Open => return Ok(()),
-                WriteGate::Refused(reason) => {
-                    return Err(StoreError::Scim(ScimError::Unavailable(reason.clone())))
-                }
-                WriteGate::Holding { until, .. } => {
-                    let now = std::time::Instant::now();
-                    if now >= *until {
-                        return Ok(());
-                    }
-                    let wait = *until - now;
-                    gate = changed
-                        .wait_timeout(gate, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-
     /// Replicated changes quarantined by this process (for `/metrics`).
     pub fn quarantined_count(&self) -> u64 {
         self.quarantined.load(Ordering::Relaxed)
@@ -821,201 +725,6 @@ impl Store {
             }
             _ => AutoCommit::new().with_actor(self.actor.clone()),
         })
-    }
-
-    /// Hand out the next local sequence number. It must then reach [`Store::commit`] or
-    /// [`Store::commit_staged`] (which writes a filler if the write fails), or the log keeps a
-    /// hole until the next start.
-    fn alloc_seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// [`Store::alloc_seq`] for a write that must not go on once writes are refused: a write
-    /// that passed the gate just before it closed gives its number up (left as a hole, which
-    /// recovery fills with the cluster's entry, or [`Store::open_writes`] with a filler).
-    fn alloc_checked(&self) -> Result<u64, StoreError> {
-        let seq = self.alloc_seq();
-        if let Some(reason) = self.writes_refused() {
-            self.abandoned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(seq);
-            return Err(StoreError::Scim(ScimError::Unavailable(reason)));
-        }
-        Ok(seq)
-    }
-
-    /// Stage log entry `seq` of this region.
-    fn put_log(
-        &self,
-        batch: &mut WriteBatch,
-        seq: u64,
-        entry: &LogEntry,
-    ) -> Result<(), StoreError> {
-        batch.put_cf(
-            self.cf(CF_LOG),
-            keys::log(&self.region, seq),
-            entry.encode(),
-        );
-        let region = self.region.clone();
-        self.stage_event(batch, &region, seq, entry)
-    }
-
-    /// Stage this write's replication log entry (a document change only, with what the write
-    /// meant when an API request made it, at `at` milliseconds); returns its sequence number,
-    /// which must then go through [`Store::commit`].
-    #[allow(clippy::too_many_arguments)]
-    fn stage_log(
-        &self,
-        batch: &mut WriteBatch,
-        (tenant, kind, id): (&str, ResourceKind, &str),
-        change: &[u8],
-        intent: Option<crate::events::Intent>,
-        at: i64,
-    ) -> Result<u64, StoreError> {
-        let seq = self.alloc_checked()?;
-        let entry = LogEntry {
-            tenant: tenant.into(),
-            kind,
-            id: id.into(),
-            change: change.to_vec(),
-            at: if intent.is_some() { at } else { 0 },
-            intent,
-            ..LogEntry::default()
-        };
-        if let Err(e) = self.put_log(batch, seq, &entry) {
-            self.write_fillers(&[seq]);
-            return Err(e);
-        }
-        Ok(seq)
-    }
-
-    /// Commit a batch staged for local entries `seqs`, or, when staging failed, write fillers
-    /// in their place (so the log has no hole) and return the staging error.
-    fn commit_staged(
-        &self,
-        batch: WriteBatch,
-        seqs: &[u64],
-        staged: Result<(), StoreError>,
-        delta: [u8; 32],
-    ) -> Result<(), StoreError> {
-        match staged {
-            Ok(()) => self.commit(batch, seqs, None, delta),
-            Err(e) => {
-                self.write_fillers(seqs);
-                Err(e)
-            }
-        }
-    }
-
-    /// Record this region's own contiguous mark once it has risen (after the commit that
-    /// raised it: a batch cannot know it beforehand, while lower sequence numbers may still be
-    /// committing). Not synced: a crash loses at most this hint, and start-up reads the few
-    /// entries above the last persisted value. Snapshots and truncation read it, so it must
-    /// not lag behind for long.
-    fn persist_own_mark(&self) {
-        let own = self.marks.hwm().get(&self.region).copied().unwrap_or(0);
-        if self.persisted_own.fetch_max(own, Ordering::AcqRel) < own {
-            let mut batch = WriteBatch::default();
-            batch.merge_cf(
-                self.cf(CF_META),
-                log::mark_key(&self.region),
-                own.to_be_bytes(),
-            );
-            let _ = self.db.write_opt(batch, &WriteOptions::default());
-        }
-    }
-
-    /// Empty entries for local sequence numbers that will never carry a write.
-    fn write_fillers(&self, seqs: &[u64]) {
-        let mut filler = WriteBatch::default();
-        for seq in seqs {
-            filler.put_cf(self.cf(CF_LOG), keys::log(&self.region, *seq), b"");
-        }
-        if self.db.write_opt(filler, &self.write_opts).is_ok() {
-            for seq in seqs {
-                self.marks.committed(&self.region, *seq);
-            }
-            self.persist_own_mark();
-        }
-    }
-
-    /// Stage a document's bytes (`bytes`, else the whole saved document) and its heads-digest
-    /// delta from `before`; returns the delta, which [`Store::commit`] applies in memory.
-    fn stage_doc(
-        &self,
-        batch: &mut WriteBatch,
-        key: &[u8],
-        before: [u8; 32],
-        doc: &mut AutoCommit,
-        bytes: Option<&[u8]>,
-    ) -> [u8; 32] {
-        match bytes {
-            Some(b) => batch.put_cf(self.cf(CF_DOCS), key, b),
-            None => batch.put_cf(self.cf(CF_DOCS), key, doc.save()),
-        }
-        let mut delta = before;
-        xor_into(&mut delta, &heads_term(key, doc));
-        batch.merge_cf(self.cf(CF_META), DIGEST_KEY, delta);
-        delta
-    }
-
-    /// Write a batch holding the local log entries `local` and the remote entries `remote`
-    /// (origin, sequence numbers), then move the marks and the in-memory heads digest together.
-    /// On failure a local sequence number would be a hole that stops replication of this
-    /// origin, so an empty filler entry takes its place (and `open` fills any hole a crash left).
-    fn commit(
-        &self,
-        mut batch: WriteBatch,
-        local: &[u64],
-        remote: Option<(&str, &[u64])>,
-        delta: [u8; 32],
-    ) -> Result<(), StoreError> {
-        // The marks go into `meta` with the entries they count (a maximum, so batches that
-        // commit out of order never lower them). For this region's own origin the value is a
-        // lower bound (entries above it may be committing); start-up reads the few above.
-        let meta = self.cf(CF_META);
-        if let Some((origin, seqs)) = remote {
-            if let Some(last) = seqs.iter().max() {
-                batch.merge_cf(meta, log::mark_key(origin), last.to_be_bytes());
-            }
-        }
-        if !local.is_empty() {
-            let own = self.marks.hwm().get(&self.region).copied().unwrap_or(0);
-            batch.merge_cf(meta, log::mark_key(&self.region), own.to_be_bytes());
-        }
-        match self.db.write_opt(batch, &self.write_opts) {
-            Ok(()) => {
-                {
-                    let mut digest = self.digest.lock().unwrap_or_else(|p| p.into_inner());
-                    xor_into(&mut digest, &delta);
-                    for seq in local {
-                        self.marks.committed(&self.region, *seq);
-                    }
-                    if let Some((origin, seqs)) = remote {
-                        for seq in seqs {
-                            self.marks.committed(origin, *seq);
-                        }
-                    }
-                }
-                if !local.is_empty() {
-                    self.persist_own_mark();
-                }
-                self.announce_events();
-                if !local.is_empty() {
-                    if let Some(notify) = self.on_commit.get() {
-                        notify();
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if !local.is_empty() {
-                    self.write_fillers(local);
-                }
-                Err(e.into())
-            }
-        }
     }
 }
 
