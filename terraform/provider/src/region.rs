@@ -492,7 +492,7 @@ pub(crate) mod tests {
         let bin = exe.parent().and_then(Path::parent).unwrap().join("geoscim");
         assert!(
             bin.is_file(),
-            "{} missing: cargo test builds it; or set GEOSCIM_BIN",
+            "{} missing: build it first (cargo build --release --bin geoscim; scripts/test does) or set GEOSCIM_BIN",
             bin.display()
         );
         bin
