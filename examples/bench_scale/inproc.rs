@@ -64,28 +64,59 @@ pub(crate) fn io_phase(
             ),
         );
     }
-    // The store's own latency of single adds (synced), interleaved across the groups.
+    // The store's own latency of single adds and removes (synced), interleaved across the
+    // groups, with the blocks each had to read past the block cache: the same keys are touched
+    // at every size, but a key in a big group's range is less often in a cached block.
     let mut add_ms = vec![Samples::default(); groups.len()];
+    let mut remove_ms = vec![Samples::default(); groups.len()];
+    let mut add_misses = vec![0u64; groups.len()];
+    let mut remove_misses = vec![0u64; groups.len()];
     let n = a.singles.min(layout.extra);
+    let timed = |samples: &mut Samples,
+                 misses: &mut u64,
+                 group: &str,
+                 body: &Value|
+     -> anyhow::Result<()> {
+        let before = store.io_counts().context("io statistics")?;
+        let started = Instant::now();
+        store_patch(&store, group, body)?;
+        samples.ms.push(started.elapsed().as_secs_f64() * 1e3);
+        *misses += (store.io_counts().context("io statistics")? - before).block_cache_misses;
+        Ok(())
+    };
     for k in 1..n {
         let body = patch_body(vec![add_op(&[layout.extra_id(k)])]);
         for (j, group) in groups.iter().enumerate() {
-            let started = Instant::now();
-            store_patch(&store, group, &body)?;
-            add_ms[j].ms.push(started.elapsed().as_secs_f64() * 1e3);
+            timed(&mut add_ms[j], &mut add_misses[j], group, &body)?;
         }
     }
     for k in 1..n {
         let body = patch_body(vec![remove_op(&layout.extra_id(k))]);
-        for group in groups {
-            store_patch(&store, group, &body)?;
+        for (j, group) in groups.iter().enumerate() {
+            timed(&mut remove_ms[j], &mut remove_misses[j], group, &body)?;
         }
     }
-    for (j, s) in add_ms.iter().enumerate() {
+    let ops = n.saturating_sub(1).max(1) as f64;
+    for j in 0..groups.len() {
+        let col = format!("1 region {}", human(layout.sizes[j]));
         report.groups.set(
             "in process: Store::update_group single add (synced): p50 / p99 ms",
-            &format!("1 region {}", human(layout.sizes[j])),
-            s.cell(),
+            &col,
+            add_ms[j].cell(),
+        );
+        report.groups.set(
+            "in process: Store::update_group single remove (synced): p50 / p99 ms",
+            &col,
+            remove_ms[j].cell(),
+        );
+        report.groups.set(
+            "in process: block cache misses per single add / remove (mean)",
+            &col,
+            format!(
+                "{:.1} / {:.1}",
+                add_misses[j] as f64 / ops,
+                remove_misses[j] as f64 / ops
+            ),
         );
     }
     Ok(())

@@ -203,6 +203,9 @@ pub struct IoCounts {
     pub keys_written: u64,
     /// Iterator seeks and steps.
     pub iterator_moves: u64,
+    /// Blocks (data, index, filter) not found in the block cache: each one read from a file
+    /// (the page cache at best) and decompressed.
+    pub block_cache_misses: u64,
 }
 
 impl std::ops::Sub for IoCounts {
@@ -212,6 +215,7 @@ impl std::ops::Sub for IoCounts {
             keys_read: self.keys_read - o.keys_read,
             keys_written: self.keys_written - o.keys_written,
             iterator_moves: self.iterator_moves - o.iterator_moves,
+            block_cache_misses: self.block_cache_misses - o.block_cache_misses,
         }
     }
 }
@@ -630,6 +634,7 @@ impl Store {
             iterator_moves: o.get_ticker_count(Ticker::NumberDbSeek)
                 + o.get_ticker_count(Ticker::NumberDbNext)
                 + o.get_ticker_count(Ticker::NumberDbPrev),
+            block_cache_misses: o.get_ticker_count(Ticker::BlockCacheMiss),
         })
     }
 
