@@ -406,7 +406,7 @@ pub struct StorageConfig {
     #[serde(default = "default_doc_cache")]
     pub doc_cache_size: usize,
     /// Entries of membership history kept per group for the admin API (one per write that
-    /// changed members; the oldest go first).
+    /// changed members; the oldest go first, in batches; 0 keeps none).
     #[serde(default = "default_member_history_entries")]
     pub member_history_entries: usize,
 }

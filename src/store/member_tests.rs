@@ -10,6 +10,10 @@ use crate::conflict::membership::Report;
 use crate::scim::members::Touch;
 
 fn open_counting(dir: &Path, region: &str) -> Store {
+    open_counting_history(dir, region, 1000)
+}
+
+fn open_counting_history(dir: &Path, region: &str, history_entries: usize) -> Store {
     Store::open(
         dir,
         StoreOptions {
@@ -17,7 +21,7 @@ fn open_counting(dir: &Path, region: &str) -> Store {
             sync_writes: false,
             doc_cache_size: 100,
             io_statistics: true,
-            history_entries: 1000,
+            history_entries,
             tenants: Default::default(),
         },
     )
@@ -104,10 +108,53 @@ fn adding_one_member_touches_as_many_keys_in_a_group_of_100k_as_in_one_of_1k() {
     // Warm both groups' documents alike, then measure.
     let (_, _) = (cost(&small, &v), cost(&large, &v));
     let (s, l) = (cost(&small, &u), cost(&large, &u));
-    assert_eq!(s, l, "one add costs the same whatever the group's size");
+    let keys = |c: IoCounts| (c.keys_read, c.keys_written, c.iterator_moves);
+    assert_eq!(
+        keys(s),
+        keys(l),
+        "one add costs the same whatever the group's size"
+    );
     assert!(l.keys_written < 20 && l.keys_read < 40, "{l:?}");
     assert_eq!(store.member_total("t", &large).unwrap(), 2);
     assert!(listed(&store, &large).contains(&u));
+}
+
+#[test]
+fn a_group_at_its_history_bound_does_not_seek_past_the_entries_it_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let keep = 100;
+    let store = open_counting_history(d.path(), "eu", keep);
+    let g = group(&store, "busy", &[]);
+    let m = vec![user(&store, "alice")];
+    let change_skipping = |on: bool| {
+        let before = store.io_counts().unwrap();
+        change(&store, &g, &m, on);
+        (store.io_counts().unwrap() - before).internal_keys_skipped
+    };
+    // Ten times the bound: every write past the first `keep` drops history. Dropping one
+    // entry per write left a tombstone per write in the memtable for the next seek of the
+    // oldest entry to step over (about 900 per write by the end).
+    let skipped: Vec<u64> = (0..10 * keep)
+        .map(|i| change_skipping(i % 2 == 0))
+        .collect();
+    let late = &skipped[9 * keep..];
+    let mean = late.iter().sum::<u64>() as f64 / late.len() as f64;
+    assert!(
+        mean < (keep / 4) as f64,
+        "a write at the bound skipped {mean} dead entries on average (last: {:?})",
+        &late[late.len() - 5..]
+    );
+    let history = store.member_history("t", &g).unwrap();
+    assert_eq!(history.len(), keep, "the newest `keep` are shown");
+    let newest = history.last().unwrap().write.clone();
+    change_skipping(true);
+    let again = store.member_history("t", &g).unwrap();
+    assert_eq!(again.len(), keep);
+    assert_eq!(
+        again[keep - 2].write,
+        newest,
+        "the newest entry moved back by one"
+    );
 }
 
 #[test]

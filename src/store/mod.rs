@@ -18,7 +18,8 @@
 //! - `counts`: per group, the live member count, the membership digest and the number of
 //!   history entries, each kept by a merge operator in the batch that changes the records;
 //! - `history`: per group, the last membership changes (bounded by
-//!   `storage.member_history_entries`), for the dashboard and audits;
+//!   `storage.member_history_entries`, trimmed in range deletions), for the dashboard and
+//!   audits;
 //! - `log`: (origin region, sequence) → the changed resource and its Automerge change bytes
 //!   (or membership operations), truncated once every known region has applied it;
 //! - `conflicts`: conflict records by time and by id (an index of the records documents carry);
@@ -206,6 +207,9 @@ pub struct IoCounts {
     /// Blocks (data, index, filter) not found in the block cache: each one read from a file
     /// (the page cache at best) and decompressed.
     pub block_cache_misses: u64,
+    /// Entries an iterator stepped over without returning them: deleted or overwritten
+    /// versions not yet compacted away.
+    pub internal_keys_skipped: u64,
 }
 
 impl std::ops::Sub for IoCounts {
@@ -216,6 +220,7 @@ impl std::ops::Sub for IoCounts {
             keys_written: self.keys_written - o.keys_written,
             iterator_moves: self.iterator_moves - o.iterator_moves,
             block_cache_misses: self.block_cache_misses - o.block_cache_misses,
+            internal_keys_skipped: self.internal_keys_skipped - o.internal_keys_skipped,
         }
     }
 }
@@ -635,6 +640,7 @@ impl Store {
                 + o.get_ticker_count(Ticker::NumberDbNext)
                 + o.get_ticker_count(Ticker::NumberDbPrev),
             block_cache_misses: o.get_ticker_count(Ticker::BlockCacheMiss),
+            internal_keys_skipped: o.get_ticker_count(Ticker::NumberIterSkip),
         })
     }
 
