@@ -69,11 +69,11 @@ pub(crate) fn io_phase(
     // stepped over: the same keys are touched at every size, so these say what else differs.
     let mut add_ms = vec![Samples::default(); groups.len()];
     let mut remove_ms = vec![Samples::default(); groups.len()];
-    let mut add_misses = vec![(0u64, 0u64); groups.len()];
-    let mut remove_misses = vec![(0u64, 0u64); groups.len()];
+    let mut add_io = vec![IoCounts::default(); groups.len()];
+    let mut remove_io = vec![IoCounts::default(); groups.len()];
     let n = a.singles.min(layout.extra);
     let timed = |samples: &mut Samples,
-                 misses: &mut (u64, u64),
+                 io: &mut IoCounts,
                  group: &str,
                  body: &Value|
      -> anyhow::Result<()> {
@@ -81,21 +81,19 @@ pub(crate) fn io_phase(
         let started = Instant::now();
         store_patch(&store, group, body)?;
         samples.ms.push(started.elapsed().as_secs_f64() * 1e3);
-        let io = store.io_counts().context("io statistics")? - before;
-        misses.0 += io.block_cache_misses;
-        misses.1 += io.internal_keys_skipped;
+        *io += store.io_counts().context("io statistics")? - before;
         Ok(())
     };
     for k in 1..n {
         let body = patch_body(vec![add_op(&[layout.extra_id(k)])]);
         for (j, group) in groups.iter().enumerate() {
-            timed(&mut add_ms[j], &mut add_misses[j], group, &body)?;
+            timed(&mut add_ms[j], &mut add_io[j], group, &body)?;
         }
     }
     for k in 1..n {
         let body = patch_body(vec![remove_op(&layout.extra_id(k))]);
         for (j, group) in groups.iter().enumerate() {
-            timed(&mut remove_ms[j], &mut remove_misses[j], group, &body)?;
+            timed(&mut remove_ms[j], &mut remove_io[j], group, &body)?;
         }
     }
     let ops = n.saturating_sub(1).max(1) as f64;
@@ -116,10 +114,10 @@ pub(crate) fn io_phase(
             &col,
             format!(
                 "{:.1} / {:.1}; {:.1} / {:.1}",
-                add_misses[j].0 as f64 / ops,
-                add_misses[j].1 as f64 / ops,
-                remove_misses[j].0 as f64 / ops,
-                remove_misses[j].1 as f64 / ops
+                add_io[j].block_cache_misses as f64 / ops,
+                add_io[j].internal_keys_skipped as f64 / ops,
+                remove_io[j].block_cache_misses as f64 / ops,
+                remove_io[j].internal_keys_skipped as f64 / ops
             ),
         );
     }

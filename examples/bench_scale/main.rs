@@ -60,7 +60,7 @@ use anyhow::Context;
 use cluster::pct;
 use geoscim::scim::filter::FilterLimits;
 use geoscim::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA, PATCH_OP_SCHEMA};
-use geoscim::store::{Store, StoreOptions};
+use geoscim::store::{IoCounts, Store, StoreOptions};
 use region::{Region, Spec, TENANT, TOKEN};
 use rocks::CfSize;
 use serde_json::{json, Map, Value};

@@ -97,6 +97,8 @@ const CF_META: &str = "meta";
 const CF_MEMBERS: &str = "members";
 const CF_COUNTS: &str = "counts";
 const CF_HISTORY: &str = "history";
+/// The column families with merge operators, whose operands are folded past a bound.
+const MERGE_BOUNDED_CFS: [&str; 2] = [CF_META, CF_COUNTS];
 const ALL_CFS: &[&str] = &[
     CF_DOCS,
     CF_VIEWS,
@@ -210,6 +212,16 @@ pub struct IoCounts {
     /// Entries an iterator stepped over without returning them: deleted or overwritten
     /// versions not yet compacted away.
     pub internal_keys_skipped: u64,
+}
+
+impl std::ops::AddAssign for IoCounts {
+    fn add_assign(&mut self, o: IoCounts) {
+        self.keys_read += o.keys_read;
+        self.keys_written += o.keys_written;
+        self.iterator_moves += o.iterator_moves;
+        self.block_cache_misses += o.block_cache_misses;
+        self.internal_keys_skipped += o.internal_keys_skipped;
+    }
 }
 
 impl std::ops::Sub for IoCounts {
@@ -496,7 +508,7 @@ impl Store {
             if *name == CF_COUNTS {
                 cf_opts.set_merge_operator_associative("counts", counts_merge);
             }
-            if [CF_META, CF_COUNTS].contains(name) {
+            if MERGE_BOUNDED_CFS.contains(name) {
                 // Every membership change merges into its group's counters (and every write
                 // into the digest): without a bound, a busy group's key gathers tens of
                 // thousands of operands in the memtable, and each read of it folds them all
@@ -514,7 +526,7 @@ impl Store {
         // went from thousands of items per second to a few hundred. Strict reads that value
         // (one small point read per 64 merges of a key, usually cached from then on). Not
         // settable through rust-rocksdb's `Options`; a mutable option of the column family.
-        for name in [CF_META, CF_COUNTS] {
+        for name in MERGE_BOUNDED_CFS {
             let cf = db.cf_handle(name).expect("declared above");
             db.set_options_cf(cf, &[("strict_max_successive_merges", "true")])?;
         }
