@@ -81,18 +81,40 @@ pub fn liveness_of(state: Option<char>, cmdline_matches: bool) -> Liveness {
 }
 
 /// How `pid` is doing, when it must be a process whose command line contains `marker`.
+///
+/// A live process whose command line does not match is read again a few times, 2 ms apart,
+/// before it counts as a stranger: while a program execs (`ip netns exec` becoming the region,
+/// right after `spawn` returned) the kernel shows a command line that is empty or half
+/// written, which once made a region started in a namespace read as exited at once. A reused
+/// pid stays a stranger, so only that path pays the ~10 ms.
 pub fn liveness(pid: i32, marker: &str) -> Liveness {
-    if pid <= 0 {
-        return Liveness::Dead;
+    let mut attempts = 1;
+    loop {
+        let (state, seen) = liveness_now(pid, marker);
+        let gone = matches!(state, None | Some('Z' | 'X' | 'x'));
+        if seen != Liveness::Dead || gone || attempts == 5 {
+            return seen;
+        }
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+}
+
+/// One reading of `pid`'s state letter and liveness, for scans of every process (where a
+/// retry per stranger would cost seconds); see [`liveness`] for why one reading can be wrong.
+pub fn liveness_now(pid: i32, marker: &str) -> (Option<char>, Liveness) {
+    if pid <= 0 {
+        return (None, Liveness::Dead);
+    }
+    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .as_deref()
+        .and_then(stat_state);
     let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default();
-    liveness_of(
-        stat.as_deref().and_then(stat_state),
-        !marker.is_empty() && cmdline.contains(marker),
-    )
+    let matches = !marker.is_empty() && cmdline.contains(marker);
+    (state, liveness_of(state, matches))
 }
 
 /// The pid recorded in `pid_file`, if any.
@@ -270,6 +292,48 @@ mod tests {
             pid_file: dir.join("pid"),
             netns: None,
             marker: secs.into(),
+        }
+    }
+
+    /// `ip netns exec` execs the program after `spawn` returned; polling right then reads an
+    /// empty command line, which must not count as the process having exited.
+    #[test]
+    fn a_process_started_in_a_namespace_never_reads_dead_while_it_execs() {
+        if let Some(why) = crate::netcmd::namespaces_unavailable() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root: {why}");
+            println!("SKIPPED: {why}");
+            return;
+        }
+        let ns = format!("gstx{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let ok = Command::new("ip").args(args).status().unwrap().success();
+            assert!(ok, "ip {args:?}");
+        };
+        ip(&["netns", "add", &ns]);
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let _del = Del(ns.clone());
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            let marker = format!("{}.{i}", 303 + i);
+            let launch = Launch {
+                netns: Some(ns.clone()),
+                ..sleeper(dir.path(), &marker)
+            };
+            let pid = spawn(&launch).unwrap();
+            // Poll as hard as we can until the exec is surely over (sleep is running).
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(30) {
+                if liveness(pid, &marker) == Liveness::Dead {
+                    let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
+                    panic!("start {i} read dead while alive: {stat:?}");
+                }
+            }
+            assert!(!stop(pid, &marker, Duration::from_secs(5)).unwrap());
         }
     }
 

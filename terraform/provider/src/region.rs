@@ -536,7 +536,7 @@ pub(crate) mod tests {
         std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| process::liveness(*pid, marker) != Liveness::Dead)
+            .filter(|pid| process::liveness_now(*pid, marker).1 != Liveness::Dead)
             .collect()
     }
 
