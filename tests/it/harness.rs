@@ -273,6 +273,25 @@ fn rand_suffix() -> String {
     )
 }
 
+/// The list request that finds the user named `name` as one region holds it: a `co` filter,
+/// matched exactly by [`user_named_in`]. An `eq` filter that finds nothing asks the peers (no
+/// false empty answers), which would hide a write that never replicated.
+pub fn user_named_query(name: &str) -> String {
+    format!("/Users?count=1000&filter=userName%20co%20%22{name}%22")
+}
+
+/// The user named exactly `name` in the answer to [`user_named_query`].
+pub fn user_named_in(status: StatusCode, list: &Value, name: &str) -> Option<Value> {
+    if status != StatusCode::OK {
+        return None;
+    }
+    list["Resources"]
+        .as_array()?
+        .iter()
+        .find(|u| u["userName"] == name)
+        .cloned()
+}
+
 /// A region's `/health` JSON (`Null` when it cannot be read: down, unreachable, not JSON).
 pub async fn health_json(client: &reqwest::Client, base_url: &str) -> Value {
     let h: Option<Value> = async {

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{eventually, health_json};
+use crate::harness::{eventually, health_json, user_named_in, user_named_query};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -315,24 +315,10 @@ impl NsRegion {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 
-    /// The user named `name` as this region holds it (a `co` filter matched exactly: an `eq`
-    /// filter that finds nothing asks the peers, which would hide a write that never crossed).
+    /// The user named `name` as this region holds it (see [`user_named_query`]).
     async fn user_named(&self, name: &str) -> Option<Value> {
-        let (s, v) = self
-            .req(
-                Method::GET,
-                &format!("/Users?count=1000&filter=userName%20co%20%22{name}%22"),
-                None,
-            )
-            .await;
-        if s != StatusCode::OK {
-            return None;
-        }
-        let found = v["Resources"]
-            .as_array()?
-            .iter()
-            .find(|u| u["userName"] == json!(name));
-        found.cloned()
+        let (s, v) = self.req(Method::GET, &user_named_query(name), None).await;
+        user_named_in(s, &v, name)
     }
 
     /// The user by id without `meta.location` (which names the region answering).

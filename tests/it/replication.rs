@@ -5,27 +5,14 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{certs, eventually, health_json, Cluster, Region};
+use crate::harness::{
+    certs, eventually, health_json, user_named_in, user_named_query, Cluster, Region,
+};
 
-/// The user named `name` as `r` holds it. A `co` filter, matched exactly here: an `eq` filter
-/// that finds nothing asks the peers (no false empty answers), which would hide a write that
-/// never replicated.
+/// The user named `name` as `r` holds it (see [`user_named_query`]).
 async fn user_named(r: &Region, name: &str) -> Option<Value> {
-    let (s, v) = r
-        .req(
-            Method::GET,
-            &format!("/Users?count=1000&filter=userName%20co%20%22{name}%22"),
-            None,
-        )
-        .await;
-    if s != StatusCode::OK {
-        return None;
-    }
-    let found = v["Resources"]
-        .as_array()?
-        .iter()
-        .find(|u| u["userName"] == json!(name));
-    found.cloned()
+    let (s, v) = r.req(Method::GET, &user_named_query(name), None).await;
+    user_named_in(s, &v, name)
 }
 
 #[tokio::test]
@@ -326,7 +313,12 @@ async fn async_mode_reports_how_many_acknowledged_writes_were_lost() {
     let cluster = Cluster::new(&["qa", "qb"]);
     let (acked, survivors) =
         write_then_kill(&cluster, "rpo-async", Duration::from_millis(700)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Count only once the survivor has seen the writer's connection close: nothing it sent can
+    // still be in flight after that, so a slow machine does not inflate the figure.
+    eventually(30, "the survivor sees qa disconnected", || async {
+        (peer_health(&survivors[0], "qa").await["connected"] == json!(false)).then_some(())
+    })
+    .await;
     let mut lost = 0;
     for name in &acked {
         if user_named(&survivors[0], name).await.is_none() {
