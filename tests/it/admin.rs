@@ -2,7 +2,6 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::harness::Region;
 
@@ -11,10 +10,7 @@ const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A region with tenant `t1` and the admin token [`ADMIN_TOKEN`].
 fn region() -> Region {
-    let admin = format!(
-        "[{{sha256=\"{}\"}}]",
-        hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()))
-    );
+    let admin = crate::harness::admin_tokens_toml(ADMIN_TOKEN);
     Region::start_with(&["t1"], &[("GEOSCIM_ADMIN_TOKENS", &admin)])
 }
 

@@ -774,15 +774,7 @@ async fn health_and_metrics() {
     let h: Value = resp.json().await.unwrap();
     assert_eq!(h["checks"]["storage"], json!("ok"));
     r.create_user("metrics@example.com").await;
-    let text = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = r.metrics().await;
     assert!(text.contains("geoscim_http_requests_total{route=\"/scim/v2/Users\",method=\"POST\",status=\"201\"} 1"), "{text}");
     assert!(
         text.contains("geoscim_http_request_duration_seconds_bucket"),

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::harness::{eventually_ok, health_json, Region};
-use crate::partition::{run, spawn_in, Bridged};
+use crate::partition::{spawn_in, Bridged};
 
 const TOKEN: &str = "conflicts-test-token";
 const ADMIN_TOKEN: &str = "conflicts-admin-token-0123456789";
@@ -255,21 +254,8 @@ impl Wan {
 
         let tmp = tempfile::tempdir().unwrap();
         let certs = tmp.path().join("certs");
-        run(
-            env!("CARGO_BIN_EXE_geoscim"),
-            &[
-                "certs",
-                "--out",
-                certs.to_str().unwrap(),
-                "--regions",
-                &names.join(","),
-            ],
-        )
-        .unwrap();
-        let admin = format!(
-            "[{{sha256=\"{}\"}}]",
-            hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()))
-        );
+        crate::harness::certs(&certs, names);
+        let admin = crate::harness::admin_tokens_toml(ADMIN_TOKEN);
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::partition::{run, spawn_in, Bridged};
+use crate::partition::{spawn_in, Bridged};
 
 const TOKEN: &str = "dashboard-test-token";
 const ADMIN_TOKEN: &str = "dashboard-admin-token-0123456789";
@@ -48,21 +47,8 @@ impl Wan {
         let mut wan = Bridged::start(names, 217, wan_ip)?;
         let tmp = tempfile::tempdir().unwrap();
         let certs = tmp.path().join("certs");
-        run(
-            env!("CARGO_BIN_EXE_geoscim"),
-            &[
-                "certs",
-                "--out",
-                certs.to_str().unwrap(),
-                "--regions",
-                &names.join(","),
-            ],
-        )
-        .unwrap();
-        let admin = format!(
-            "[{{sha256=\"{}\"}}]",
-            hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()))
-        );
+        crate::harness::certs(&certs, names);
+        let admin = crate::harness::admin_tokens_toml(ADMIN_TOKEN);
         let mut urls = Vec::new();
         for (i, r) in names.iter().enumerate() {
             // HTTP on every address of the namespace: the management one for the browser and

@@ -18,7 +18,7 @@ use hickory_proto::rr::{Name, RecordType};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{eventually, eventually_ok, health_json};
+use crate::harness::{eventually, eventually_ok, health_json, metrics_text};
 
 const TOKEN: &str = "dns-test-token";
 
@@ -326,14 +326,7 @@ async fn the_responder_answers_its_zone_refuses_the_rest_and_survives_garbage() 
     assert_eq!(ips(&m), [format!("{net}.1")]);
 
     // The view in /metrics.
-    let text = http
-        .get(format!("{}/metrics", region.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&http, &region.url).await;
     for series in [
         "geoscim_dns_region_healthy{region=\"eu\"} 1",
         "geoscim_dns_region_healthy{region=\"us\"} 0",
@@ -403,17 +396,7 @@ async fn idp_sim_loses_nothing_acknowledged_across_a_kill_of_its_region() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    crate::partition::run(
-        env!("CARGO_BIN_EXE_geoscim"),
-        &[
-            "certs",
-            "--out",
-            certs.to_str().unwrap(),
-            "--regions",
-            "eu,us,ap",
-        ],
-    )
-    .unwrap();
+    crate::harness::certs(&certs, &["eu", "us", "ap"]);
     let names = ["eu", "us", "ap"];
     let mut regions = Vec::new();
     for (i, r) in names.iter().enumerate() {
@@ -583,17 +566,7 @@ async fn replication_peers_are_found_by_srv_records() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    crate::partition::run(
-        env!("CARGO_BIN_EXE_geoscim"),
-        &[
-            "certs",
-            "--out",
-            certs.to_str().unwrap(),
-            "--regions",
-            "eu,us,ap",
-        ],
-    )
-    .unwrap();
+    crate::harness::certs(&certs, &["eu", "us", "ap"]);
     let mut regions = Vec::new();
     for (i, r) in ["eu", "us"].iter().enumerate() {
         let n = i + 1;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, health_json};
+use crate::harness::{eventually, health_json, metrics_text};
 use crate::partition::{is_root, run, spawn_in, unavailable, Bridged};
 
 const TOKEN: &str = "events-test-token";
@@ -187,17 +187,7 @@ async fn offboardings_arrive_exactly_once_at_a_polling_receiver_across_a_partiti
     };
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    run(
-        env!("CARGO_BIN_EXE_geoscim"),
-        &[
-            "certs",
-            "--out",
-            certs.to_str().unwrap(),
-            "--regions",
-            "ea,eb",
-        ],
-    )
-    .unwrap();
+    crate::harness::certs(&certs, &["ea", "eb"]);
     let keys: Vec<_> = names.iter().map(|n| signing_key(tmp.path(), n)).collect();
     let mut configs = Vec::new();
     for (i, r) in names.iter().enumerate() {
@@ -444,14 +434,7 @@ async fn a_region_pushes_every_event_once_in_order_through_refusals_and_a_restar
         ["pa.1", "pa.2", "pa.3", "pa.4", "pa.5"],
         "in order, each once"
     );
-    let h = client
-        .get(format!("{}/metrics", region.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h = metrics_text(&client, &region.url).await;
     assert!(
         h.contains("geoscim_events_push_failures_total{tenant=\"t1\"} "),
         "{h}"

@@ -31,6 +31,11 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// `admin_tokens` for a config file or `GEOSCIM_ADMIN_TOKENS`: the one admin token `token`.
+pub fn admin_tokens_toml(token: &str) -> String {
+    format!("[{{sha256=\"{}\"}}]", sha256_hex(token))
+}
+
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -224,6 +229,11 @@ impl Region {
         .await
     }
 
+    /// This region's `/metrics` exposition.
+    pub async fn metrics(&self) -> String {
+        metrics_text(&self.client, &self.url).await
+    }
+
     /// POST a user with this userName; returns the created resource.
     pub async fn create_user(&self, user_name: &str) -> Value {
         let (s, v) = self
@@ -290,6 +300,30 @@ pub fn user_named_in(status: StatusCode, list: &Value, name: &str) -> Option<Val
         .iter()
         .find(|u| u["userName"] == name)
         .cloned()
+}
+
+/// A region's `/metrics` exposition, as Prometheus scrapes it (panics when it cannot be read).
+pub async fn metrics_text(client: &reqwest::Client, base_url: &str) -> String {
+    let resp = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "/metrics: {}", resp.status());
+    resp.text().await.unwrap()
+}
+
+/// The value of `series` (its name and labels exactly as exposed, e.g.
+/// `geoscim_tls_reloads_total{result="ok"}`) in an exposition; `None` when it is absent.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{series} {v}: {e}"))
+        })
 }
 
 /// A region's `/health` JSON (`Null` when it cannot be read: down, unreachable, not JSON).

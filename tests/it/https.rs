@@ -192,19 +192,8 @@ fn wait_served(addr: &str, ca_pem: &str, want: &str, what: &str) {
 }
 
 /// The value of one sample of the region's `/metrics` (0 when absent).
-async fn metric(region: &Region, sample: &str) -> f64 {
-    let text = region
-        .client
-        .get(format!("{}/metrics", region.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+async fn metric(region: &Region, series: &str) -> f64 {
+    crate::harness::sample(&region.metrics().await, series).unwrap_or(0.0)
 }
 
 async fn wait_metric(region: &Region, sample: &str, at_least: f64) {

@@ -29,21 +29,8 @@ fn closed(s: &mut TcpStream) -> bool {
     }
 }
 
-async fn metric(r: &Region, name: &str) -> f64 {
-    let text = r
-        .client
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+async fn metric(r: &Region, series: &str) -> f64 {
+    crate::harness::sample(&r.metrics().await, series).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -422,15 +422,7 @@ async fn tokens_from_one_region_work_at_another_and_secrets_rotate() {
     assert!(www.contains("invalid_token"), "{www}");
 
     // Counted by reason.
-    let metrics = b
-        .client
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     for series in [
         "geoscim_oauth_tokens_issued_total 1",
         "geoscim_oauth_access_tokens_refused_total{reason=\"bad_signature\"} 1",

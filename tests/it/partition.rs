@@ -436,17 +436,7 @@ async fn a_real_partition_between_namespaces_heals_and_both_sides_converge() {
     // Certificates and one config per region.
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    run(
-        env!("CARGO_BIN_EXE_geoscim"),
-        &[
-            "certs",
-            "--out",
-            certs.to_str().unwrap(),
-            "--regions",
-            "a,b",
-        ],
-    )
-    .unwrap();
+    crate::harness::certs(&certs, &["a", "b"]);
     let token = "partition-test-token";
     let client = reqwest::Client::builder()
         .no_proxy()

@@ -47,15 +47,7 @@ async fn a_write_in_one_region_is_read_in_the_others_with_the_same_version() {
     }
     assert!(views.windows(2).all(|w| w[0] == w[1]), "{views:?}");
     // Per-peer replication state in /metrics and /health.
-    let text = regions[0]
-        .client
-        .get(format!("{}/metrics", regions[0].url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = regions[0].metrics().await;
     assert!(
         text.contains("geoscim_replication_peer_connected{peer=\"rb\"} 1"),
         "{text}"
@@ -371,21 +363,10 @@ async fn peer_health(region: &Region, peer: &str) -> Value {
 
 /// The value of the `/metrics` series `name{peer="<peer>"}`, as `region` reports it.
 async fn peer_metric(region: &Region, name: &str, peer: &str) -> f64 {
-    let text = region
-        .client
-        .get(format!("{}/metrics", region.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
-        .parse()
-        .unwrap()
+    let text = region.metrics().await;
+    let series = format!("{name}{{peer=\"{peer}\"}}");
+    crate::harness::sample(&text, &series)
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
 }
 
 #[tokio::test]
