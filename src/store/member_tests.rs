@@ -119,6 +119,52 @@ fn adding_one_member_touches_as_many_keys_in_a_group_of_100k_as_in_one_of_1k() {
     assert!(listed(&store, &large).contains(&u));
 }
 
+/// Removed members leave deletions in the group's member range; a file dense with them is
+/// compacted on its own, so a page of members soon stops stepping over them. Without the
+/// index's deletion collector the flushed deletions wait in level 0 until enough other files
+/// pile up there to trigger a compaction (this test would time out).
+#[test]
+fn a_page_of_members_stops_stepping_over_removed_members_once_their_deletions_are_flushed() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open_counting(d.path(), "eu");
+    let index = store.cf(CF_INDEX);
+    let g = group(&store, "churn", &[]);
+    let live: Vec<String> = (0..200)
+        .map(|i| user(&store, &format!("live{i}")))
+        .collect();
+    change(&store, &g, &live, true);
+    let gone: Vec<String> = (0..2_000)
+        .map(|i| user(&store, &format!("gone{i}")))
+        .collect();
+    for batch in gone.chunks(500) {
+        change(&store, &g, batch, true);
+    }
+    // The adds on disk first, so the deletions land in a file of their own above them (as in
+    // any store with history); one file alone in level 0 is not compacted.
+    store.db.flush_cf(index).unwrap();
+    for batch in gone.chunks(500) {
+        change(&store, &g, batch, false);
+    }
+    let skipped = || {
+        let before = store.io_counts().unwrap();
+        let page = store.member_page("t", &g, None, 1_000).unwrap();
+        assert_eq!(page.len(), live.len());
+        (store.io_counts().unwrap() - before).internal_keys_skipped
+    };
+    assert!(skipped() >= 2_000, "the deletions are there to step over");
+    store.db.flush_cf(index).unwrap();
+    let started = std::time::Instant::now();
+    let mut last = skipped();
+    while last >= 100 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "a page still steps over {last} dead entries 30 s after the flush"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        last = skipped();
+    }
+}
+
 #[test]
 fn a_group_at_its_history_bound_does_not_seek_past_the_entries_it_dropped() {
     let d = tempfile::tempdir().unwrap();

@@ -502,6 +502,14 @@ impl Store {
                 table.set_block_size(16 * 1024);
                 cf_opts.set_block_based_table_factory(&table);
             }
+            if *name == CF_INDEX {
+                // A removed member leaves a deletion in its group's member range until a
+                // compaction drops it, and a page of members steps over every one: the first
+                // page of a 1k group whose batches had come and gone read 5,417 dead entries
+                // (0.59 ms; 0.23 ms compacted). A file in which deletions are dense (1,024 in
+                // any 4,096 entries) is marked for compaction as soon as it is written.
+                cf_opts.add_compact_on_deletion_collector_factory(4096, 1024, 0.0);
+            }
             if *name == CF_META {
                 cf_opts.set_merge_operator_associative("meta", log::meta_merge);
             }
