@@ -1,7 +1,6 @@
 use super::*;
 use crate::scim::resource::{normalize, normalize_stored};
-use crate::scim::schema::ResourceKind;
-use crate::scim::schema::{ENTERPRISE_USER_SCHEMA as ENT, GROUP_SCHEMA, USER_SCHEMA};
+use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA as ENT, GROUP_SCHEMA, USER_SCHEMA};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -79,7 +79,7 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    fn new(program: &str, args: &[&str]) -> Cmd {
+    pub(crate) fn new(program: &str, args: &[&str]) -> Cmd {
         Cmd {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),

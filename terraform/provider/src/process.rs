@@ -304,16 +304,13 @@ mod tests {
             println!("SKIPPED: {why}");
             return;
         }
+        use crate::{netcmd, netplan::Cmd};
         let ns = format!("gstx{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let ok = Command::new("ip").args(args).status().unwrap().success();
-            assert!(ok, "ip {args:?}");
-        };
-        ip(&["netns", "add", &ns]);
+        netcmd::run(&Cmd::new("ip", &["netns", "add", &ns])).unwrap();
         struct Del(String);
         impl Drop for Del {
             fn drop(&mut self) {
-                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+                let _ = netcmd::run_undo(&Cmd::new("ip", &["netns", "del", &self.0]));
             }
         }
         let _del = Del(ns.clone());
